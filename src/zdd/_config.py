@@ -1,0 +1,717 @@
+"""Strategy configurations, and reading them (with checks and mounts) from fly.toml.
+
+Strategies are frozen, validated, keyword-only values with Fly's defaults.
+Programmatic durations are seconds (``wait_timeout=300``) or Go duration text
+(``wait_timeout="5m"``); fly.toml durations follow Fly's own rules (see
+``docs/configuration.md``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import shlex
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+
+from ._durations import parse_duration
+from ._errors import InvalidConfig, ZddError
+from ._model import Desired, FleetState, GroupSpec, HealthCheck, Mount, Release
+
+__all__ = [
+    "STRATEGY_NAMES",
+    "BlueGreen",
+    "Canary",
+    "CanaryStep",
+    "Config",
+    "Immediate",
+    "Rolling",
+    "Strategy",
+    "load_config",
+    "parse_config",
+    "strategy_from_name",
+]
+
+
+def _seconds(field: str) -> Any:
+    def convert(value: object) -> float:
+        return parse_duration(value, field=field, bare_unit=1.0)
+
+    return convert
+
+
+def _opt_command(field: str) -> Any:
+    def convert(value: object) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise InvalidConfig("must be a command line (a string)", field=field)
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise InvalidConfig(f"cannot be split like a shell would: {exc}", field=field) from None
+        return value
+
+    return convert
+
+
+def _waves(value: object) -> tuple[str, ...] | bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple) and all(isinstance(r, str) and r for r in value):
+        if len(set(value)) != len(value):
+            raise InvalidConfig("lists a region twice", field="region_waves")
+        return tuple(value)
+    raise InvalidConfig(
+        "must be true (every region, primary first) or a list of region names in order",
+        field="region_waves",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class _Common:
+    """Options every strategy has."""
+
+    wait_timeout: float = attrs.field(default=300.0, converter=_seconds("wait_timeout"))
+    release_command: str | None = attrs.field(
+        default=None, converter=_opt_command("release_command")
+    )
+    release_command_timeout: float = attrs.field(
+        default=300.0, converter=_seconds("release_command_timeout")
+    )
+    post_deploy_command: str | None = attrs.field(
+        default=None, converter=_opt_command("post_deploy_command")
+    )
+    post_deploy_command_timeout: float = attrs.field(
+        default=300.0, converter=_seconds("post_deploy_command_timeout")
+    )
+    min_healthy_time: float = attrs.field(default=0.0, converter=_seconds("min_healthy_time"))
+    drain_delay: float = attrs.field(default=10.0, converter=_seconds("drain_delay"))
+    region_waves: tuple[str, ...] | bool = attrs.field(default=False, converter=_waves)
+    auto_rollback: bool = True
+
+    name: ClassVar[str] = ""
+
+
+def _unit_count(field: str) -> Any:
+    def convert(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidConfig(
+                f"must be a number (a fraction such as 0.25, or a count such as 2), got {value!r}",
+                field=field,
+            )
+        x = float(value)
+        if not math.isfinite(x):
+            raise InvalidConfig(f"must be finite, got {value!r}", field=field)
+        if x < 0:
+            raise InvalidConfig(
+                f"must not be negative, got {value!r}; use a fraction such as 0.25 or a count",
+                field=field,
+            )
+        return x
+
+    return convert
+
+
+def _fraction_or_count(x: float, n: int, *, at_least_one: bool) -> int:
+    if x == 0:
+        return 0
+    if x < 1:
+        k = math.ceil(n * x - 1e-9)
+        return max(1, k) if at_least_one else k
+    return math.floor(x)
+
+
+@attrs.frozen(kw_only=True)
+class Immediate(_Common):
+    """Update every machine at once; no health waits. Nothing is promised."""
+
+    name: ClassVar[str] = "immediate"
+
+
+@attrs.frozen(kw_only=True)
+class Rolling(_Common):
+    """Replace machines a few at a time, holding a floor of serving machines.
+
+    Attributes:
+        max_unavailable: a fraction in (0, 1) of each group's desired machines,
+            rounded up and at least 1, or a count >= 1 (truncated). Fly's default 0.33.
+        max_surge: extra machines allowed above the desired count while
+            deploying (create before destroy), as in Kubernetes: a fraction
+            rounds up, a count is truncated. 0 (Fly's behaviour) updates in place.
+    """
+
+    max_unavailable: float = attrs.field(
+        default=0.33, converter=_unit_count("max_unavailable")
+    )
+    max_surge: float = attrs.field(default=0.0, converter=_unit_count("max_surge"))
+
+    name: ClassVar[str] = "rolling"
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_unavailable == 0 and self.max_surge == 0:
+            raise InvalidConfig(
+                "max_unavailable 0 with max_surge 0 allows no progress; set max_surge "
+                "(e.g. 1, the zero-downtime form) or a max_unavailable above 0",
+                field="max_unavailable",
+            )
+
+    def unavailable_budget(self, desired: int) -> int:
+        """Machines of a group of ``desired`` that may be out of service at once."""
+        return _fraction_or_count(self.max_unavailable, desired, at_least_one=True)
+
+    def surge_budget(self, desired: int) -> int:
+        """Machines a group of ``desired`` may hold above ``desired``."""
+        return _fraction_or_count(self.max_surge, desired, at_least_one=False)
+
+
+def _opt_gate(field: str) -> Any:
+    def convert(value: object) -> str | None:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise InvalidConfig("must be a gate name (a string)", field=field)
+        return value
+
+    return convert
+
+
+@attrs.frozen(kw_only=True)
+class BlueGreen(_Common):
+    """Start a full set of hidden greens, switch when all are healthy, retire blues.
+
+    Attributes:
+        switch_gate: when set, hold the switch until this gate is approved.
+        keep_blue_for: keep the stopped blues this long after the switch (a
+            fast way back), then destroy them.
+    """
+
+    switch_gate: str | None = attrs.field(default=None, converter=_opt_gate("switch_gate"))
+    keep_blue_for: float = attrs.field(default=0.0, converter=_seconds("keep_blue_for"))
+
+    name: ClassVar[str] = "bluegreen"
+
+
+@attrs.frozen(kw_only=True)
+class CanaryStep:
+    """One progressive canary step.
+
+    Attributes:
+        machines: canary machines serving during this step (>= 1).
+        weight: percent of the group's traffic sent to the canaries (1-100), where
+            the provider supports weights; ``None`` leaves traffic spread evenly.
+        bake: how long to watch the canaries before going on.
+        gate: a gate that must be approved before going on.
+    """
+
+    machines: int = 1
+    weight: int | None = None
+    bake: float = attrs.field(default=0.0, converter=_seconds("canary_steps.bake"))
+    gate: str | None = attrs.field(default=None, converter=_opt_gate("canary_steps.gate"))
+
+    def __attrs_post_init__(self) -> None:
+        if isinstance(self.machines, bool) or not isinstance(self.machines, int):
+            raise InvalidConfig("must be a whole number >= 1", field="canary_steps.machines")
+        if self.machines < 1:
+            raise InvalidConfig(
+                f"must be >= 1, got {self.machines}", field="canary_steps.machines"
+            )
+        if self.weight is not None and (
+            isinstance(self.weight, bool)
+            or not isinstance(self.weight, int)
+            or not 1 <= self.weight <= 100
+        ):
+            raise InvalidConfig(
+                f"must be a whole percentage from 1 to 100, got {self.weight!r}",
+                field="canary_steps.weight",
+            )
+
+
+def _steps(value: object) -> tuple[CanaryStep, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(s, CanaryStep) for s in value):
+        raise InvalidConfig("must be a list of CanaryStep", field="canary_steps")
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Canary(_Common):
+    """A canary phase, then promotion by a rolling update.
+
+    With no ``steps`` this is flyctl's form: one canary machine per group is
+    started, health-checked and destroyed, then the group rolls. With steps,
+    canaries keep serving through each step (its bake and gate) and through the
+    roll, then are retired.
+
+    Attributes:
+        steps: the progressive steps; empty for flyctl's form.
+        then: the rolling update that promotes the release.
+    """
+
+    steps: tuple[CanaryStep, ...] = attrs.field(default=(), converter=_steps)
+    then: Rolling = attrs.field(factory=Rolling)
+
+    name: ClassVar[str] = "canary"
+
+    @property
+    def canary_machines(self) -> int:
+        """The most canary machines any step asks for (1 in flyctl's form)."""
+        return max((s.machines for s in self.steps), default=1)
+
+
+Strategy: TypeAlias = Immediate | Rolling | BlueGreen | Canary
+STRATEGY_NAMES = ("immediate", "rolling", "bluegreen", "canary")
+_CLASSES: dict[str, type[Immediate | Rolling | BlueGreen | Canary]] = {
+    "immediate": Immediate,
+    "rolling": Rolling,
+    "bluegreen": BlueGreen,
+    "canary": Canary,
+}
+
+
+def strategy_from_name(name: str, **options: Any) -> Strategy:
+    """Build the strategy called ``name`` (as in fly.toml) with ``options``.
+
+    Options a strategy does not have are ignored when they are Fly's
+    (``max_unavailable`` outside rolling and canary, as flyctl does) and an error
+    otherwise.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    cls = _CLASSES.get(key) if isinstance(key, str) else None
+    if cls is None:
+        raise InvalidConfig(
+            f"unsupported strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}",
+            field="strategy",
+        )
+    fields = {f.name for f in attrs.fields(cls)}
+    if cls is Canary:
+        rolling_opts = {k: options.pop(k) for k in ("max_unavailable", "max_surge") if k in options}
+        if rolling_opts:
+            common = {k: v for k, v in options.items() if k in {f.name for f in attrs.fields(_Common)}}
+            options["then"] = Rolling(**rolling_opts, **common)
+    for key_ in list(options):
+        if key_ not in fields:
+            if key_ in _FLY_STRATEGY_KEYS:
+                del options[key_]
+                continue
+            raise InvalidConfig(
+                f"does not apply to the {cls.name} strategy", field=f"deploy.{key_}"
+            )
+    return cls(**options)
+
+
+# Keys that come from Fly's own [deploy] and are silently ignored where they do not apply.
+_FLY_STRATEGY_KEYS = frozenset({"max_unavailable"})
+
+# ---------------------------------------------------------------------------
+# fly.toml
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """What zdd read from a fly.toml.
+
+    Attributes:
+        path: where it came from (``None`` for text).
+        app: the ``app`` name, if any.
+        primary_region: ``primary_region``, if any.
+        strategy: the deployment strategy with its options.
+        image: ``[build].image``, if any.
+        env: ``[env]`` (values redacted in the repr).
+        processes: process group names from ``[processes]``; ``("app",)`` if none.
+        checks: every health check, with the groups it applies to.
+        mounts: the ``[mounts]`` entries.
+        kill_signal: ``kill_signal`` (default SIGINT).
+        kill_timeout: ``kill_timeout`` in seconds (default 5).
+    """
+
+    path: str | None = None
+    app: str | None = None
+    primary_region: str | None = None
+    strategy: Strategy = attrs.field(factory=Rolling)
+    image: str = ""
+    env: Mapping[str, str] = attrs.field(factory=dict, repr=lambda e: f"<{len(e)} redacted>")
+    processes: tuple[str, ...] = ("app",)
+    checks: tuple[HealthCheck, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    kill_signal: str = "SIGINT"
+    kill_timeout: float = 5.0
+
+    def release(self, version: str, group: str = "app") -> Release:
+        """The release of ``group`` at ``version``: this file's checks and mounts for it."""
+        return Release(
+            version=version,
+            image=self.image,
+            env=self.env,
+            checks=[c for c in self.checks if not c.processes or group in c.processes],
+            mounts=[m for m in self.mounts if not m.processes or group in m.processes],
+            kill_signal=self.kill_signal,
+            kill_timeout=self.kill_timeout,
+        )
+
+    def desired(self, state: FleetState, version: str) -> Desired:
+        """Keep ``state``'s shape, move every group to ``version`` under this config."""
+        groups = state.groups() or ()
+        releases = {g: self.release(version, g) for g in groups}
+        desired = Desired.from_fleet(state, releases)
+        return Desired(
+            groups=[
+                GroupSpec(name=g.name, release=self.release(version, g.name), regions=g.regions)
+                for g in desired.groups
+            ]
+        )
+
+
+# Fly's own keys of [deploy]; any other key there must be one of ours.
+_FLY_DEPLOY_KEYS = frozenset(
+    {
+        "strategy",
+        "max_unavailable",
+        "wait_timeout",
+        "release_command",
+        "release_command_timeout",
+        "release_command_vm",
+        "release_command_compute",
+        "seed_command",
+    }
+)
+_OUR_DEPLOY_KEYS = frozenset(
+    {
+        "max_surge",
+        "min_healthy_time",
+        "drain_delay",
+        "post_deploy_command",
+        "post_deploy_command_timeout",
+        "region_waves",
+        "auto_rollback",
+        "switch_gate",
+        "keep_blue_for",
+        "canary_steps",
+    }
+)
+_CANARY_STEP_KEYS = frozenset({"machines", "weight", "bake", "gate"})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a fly.toml into a :class:`Config`.
+
+    Raises:
+        InvalidConfig: the file is missing, is not TOML, or a setting zdd reads
+            is wrong; the message names the setting and the fix.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidConfig(f"{p}: no such file; pass --config PATH to a fly.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidConfig(f"{p}: cannot read it ({exc.__class__.__name__})") from None
+    return parse_config(text, path=str(p))
+
+
+def parse_config(text: str | Mapping[str, Any], *, path: str | None = None) -> Config:
+    """Parse fly.toml text (or an already-decoded mapping) into a :class:`Config`."""
+    if isinstance(text, str):
+        try:
+            data: Mapping[str, Any] = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            where = f"{path}: " if path else ""
+            raise InvalidConfig(f"{where}not valid TOML: {exc}") from None
+    elif isinstance(text, Mapping):
+        data = text
+    else:
+        raise InvalidConfig("expected fly.toml text or a mapping")
+    try:
+        return _parse(data, path)
+    except ZddError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # pragma: no cover - safety
+        raise InvalidConfig(f"unreadable configuration: {exc}") from None
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise InvalidConfig("must be a table", field=f"{where}{key}")
+    return value
+
+
+def _tables(data: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:
+    value = data.get(key, [])
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InvalidConfig("must be a table or an array of tables", field=f"{where}{key}")
+    return value
+
+
+def _opt_str(data: Mapping[str, Any], key: str, field: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidConfig(f"must be a string, got {value!r}", field=field)
+    return value
+
+
+def _processes(data: Mapping[str, Any], field: str) -> tuple[str, ...]:
+    value = data.get("processes", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidConfig("must be a list of process group names", field=field)
+    return tuple(value)
+
+
+def _parse(data: Mapping[str, Any], path: str | None) -> Config:
+    deploy = _table(data, "deploy", "")
+    processes_table = _table(data, "processes", "")
+    processes = tuple(processes_table) or ("app",)
+    env_table = _table(data, "env", "")
+    env = {str(k): str(v) for k, v in env_table.items()}
+    build = _table(data, "build", "")
+    image = _opt_str(build, "image", "build.image") or ""
+    kill_signal = _opt_str(data, "kill_signal", "kill_signal") or "SIGINT"
+    kill_timeout = (
+        parse_duration(data["kill_timeout"], field="kill_timeout", bare_unit=1.0)
+        if "kill_timeout" in data
+        else 5.0
+    )
+    checks = _read_checks(data)
+    mounts = _read_mounts(data)
+    strategy = _read_strategy(deploy, data.get("primary_region"))
+    for c in checks:
+        for g in c.processes:
+            if g not in processes:
+                raise InvalidConfig(
+                    f"names process group {g!r}, which [processes] does not define",
+                    field=f"checks.{c.name}.processes" if c.name else "checks.processes",
+                )
+    return Config(
+        path=path,
+        app=_opt_str(data, "app", "app"),
+        primary_region=_opt_str(data, "primary_region", "primary_region"),
+        strategy=strategy,
+        image=image,
+        env=env,
+        processes=processes,
+        checks=tuple(checks),
+        mounts=tuple(mounts),
+        kill_signal=kill_signal,
+        kill_timeout=kill_timeout,
+    )
+
+
+def _check(
+    raw: Mapping[str, Any],
+    *,
+    field: str,
+    name: str,
+    type_: str | None,
+    bare_unit: float,
+    processes: tuple[str, ...],
+    port: int | None,
+) -> HealthCheck:
+    kind = type_ if type_ is not None else raw.get("type")
+    if kind not in ("http", "tcp"):
+        raise InvalidConfig(
+            f"missing or invalid check type {kind!r}; must be 'http' or 'tcp'",
+            field=f"{field}.type",
+        )
+    durations = {}
+    for key, default in (("grace_period", 0.0), ("interval", 15.0), ("timeout", 2.0)):
+        durations[key] = (
+            parse_duration(raw[key], field=f"{field}.{key}", bare_unit=bare_unit)
+            if key in raw
+            else default
+        )
+    headers = raw.get("headers", {})
+    if isinstance(headers, list):  # [[...headers]] name/value form
+        try:
+            headers = {str(h["name"]): str(h.get("value", "")) for h in headers}
+        except (TypeError, KeyError):
+            raise InvalidConfig(
+                "must be a table of header names to values", field=f"{field}.headers"
+            ) from None
+    if not isinstance(headers, Mapping):
+        raise InvalidConfig("must be a table of header names to values", field=f"{field}.headers")
+    method = raw.get("method", "GET")
+    path = raw.get("path", "/")
+    if not isinstance(method, str) or not isinstance(path, str):
+        raise InvalidConfig("method and path must be strings", field=field)
+    raw_port = raw.get("port", port)
+    if raw_port is not None and (isinstance(raw_port, bool) or not isinstance(raw_port, int)):
+        raise InvalidConfig(f"must be a port number, got {raw_port!r}", field=f"{field}.port")
+    return HealthCheck(
+        type=kind,
+        name=name,
+        port=raw_port,
+        method=method.upper(),
+        path=path,
+        headers={str(k): str(v) for k, v in headers.items()},
+        processes=processes,
+        **durations,
+    )
+
+
+def _read_checks(data: Mapping[str, Any]) -> list[HealthCheck]:
+    checks: list[HealthCheck] = []
+    for name, raw in _table(data, "checks", "").items():
+        if not isinstance(raw, Mapping):
+            raise InvalidConfig("must be a table", field=f"checks.{name}")
+        field = f"checks.{name}"
+        checks.append(
+            _check(
+                raw,
+                field=field,
+                name=str(name),
+                type_=None,
+                bare_unit=1e-3,
+                processes=_processes(raw, f"{field}.processes"),
+                port=None,
+            )
+        )
+    for i, service in enumerate(_tables(data, "services", "")):
+        where = f"services[{i}]"
+        procs = _processes(service, f"{where}.processes")
+        port = service.get("internal_port")
+        for kind in ("http", "tcp"):
+            for j, raw in enumerate(_tables(service, f"{kind}_checks", f"{where}.")):
+                checks.append(
+                    _check(
+                        raw,
+                        field=f"{where}.{kind}_checks[{j}]",
+                        name=f"{where}.{kind}_checks[{j}]",
+                        type_=kind,
+                        bare_unit=1e-3,
+                        processes=procs,
+                        port=port if isinstance(port, int) else None,
+                    )
+                )
+    http_service = _table(data, "http_service", "")
+    if http_service:
+        procs = _processes(http_service, "http_service.processes")
+        port = http_service.get("internal_port")
+        for j, raw in enumerate(_tables(http_service, "checks", "http_service.")):
+            checks.append(
+                _check(
+                    raw,
+                    field=f"http_service.checks[{j}]",
+                    name=f"http_service.checks[{j}]",
+                    type_="http",
+                    bare_unit=1e-3,
+                    processes=procs,
+                    port=port if isinstance(port, int) else None,
+                )
+            )
+    return checks
+
+
+def _read_mounts(data: Mapping[str, Any]) -> list[Mount]:
+    mounts = []
+    for i, raw in enumerate(_tables(data, "mounts", "")):
+        field = f"mounts[{i}]"
+        source = raw.get("source")
+        dest = raw.get("destination")
+        if not isinstance(source, str) or not source:
+            raise InvalidConfig("needs a volume name (source = \"data\")", field=f"{field}.source")
+        if not isinstance(dest, str) or not dest:
+            raise InvalidConfig(
+                "needs a path (destination = \"/data\")", field=f"{field}.destination"
+            )
+        mounts.append(
+            Mount(source=source, destination=dest, processes=_processes(raw, f"{field}.processes"))
+        )
+    return mounts
+
+
+def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strategy:
+    for key in deploy:
+        if key not in _FLY_DEPLOY_KEYS and key not in _OUR_DEPLOY_KEYS:
+            known = sorted(_OUR_DEPLOY_KEYS)
+            close = difflib.get_close_matches(str(key), [*known, *_FLY_DEPLOY_KEYS], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidConfig(
+                f"unknown key; {hint}zdd's extensions are: {', '.join(known)}",
+                field=f"deploy.{key}",
+            )
+    name = deploy.get("strategy") or "rolling"
+    if not isinstance(name, str):
+        raise InvalidConfig(f"must be a string, got {name!r}", field="deploy.strategy")
+    opts: dict[str, Any] = {}
+    for key in ("wait_timeout", "release_command_timeout", "min_healthy_time", "drain_delay",
+                "post_deploy_command_timeout", "keep_blue_for"):
+        if key in deploy:
+            value = deploy[key]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                raise InvalidConfig(
+                    f"a bare number ({value!r}) is ambiguous here (flyctl would read "
+                    f'nanoseconds); write it with a unit, e.g. "{value}s"',
+                    field=f"deploy.{key}",
+                )
+            opts[key] = parse_duration(value, field=f"deploy.{key}")
+    for key in ("release_command", "post_deploy_command", "switch_gate"):
+        if key in deploy:
+            opts[key] = _opt_str(deploy, key, f"deploy.{key}")
+    for key in ("max_unavailable", "max_surge"):
+        if key in deploy:
+            opts[key] = _unit_count(f"deploy.{key}")(deploy[key])
+    if "auto_rollback" in deploy:
+        if not isinstance(deploy["auto_rollback"], bool):
+            raise InvalidConfig("must be true or false", field="deploy.auto_rollback")
+        opts["auto_rollback"] = deploy["auto_rollback"]
+    if "region_waves" in deploy:
+        waves = deploy["region_waves"]
+        if waves is True and isinstance(primary_region, str) and primary_region:
+            waves = [primary_region]  # primary first; the rest follow alphabetically
+        try:
+            opts["region_waves"] = _waves(waves)
+        except InvalidConfig as exc:
+            raise InvalidConfig(exc.reason, field="deploy.region_waves") from None
+    if "canary_steps" in deploy:
+        opts["steps"] = _read_canary_steps(deploy["canary_steps"])
+    try:
+        return strategy_from_name(name, **opts)
+    except InvalidConfig as exc:
+        if exc.field and not exc.field.startswith("deploy."):
+            raise InvalidConfig(
+                exc.reason, field=f"deploy.{exc.field}"
+            ) from None
+        raise
+
+
+def _read_canary_steps(raw: object) -> list[CanaryStep]:
+    if not isinstance(raw, list) or not all(isinstance(s, Mapping) for s in raw):
+        raise InvalidConfig(
+            "must be an array of tables ([[deploy.canary_steps]])", field="deploy.canary_steps"
+        )
+    steps = []
+    for i, entry in enumerate(raw):
+        field = f"deploy.canary_steps[{i}]"
+        for key in entry:
+            if key not in _CANARY_STEP_KEYS:
+                raise InvalidConfig(
+                    f"unknown key; a canary step has {', '.join(sorted(_CANARY_STEP_KEYS))}",
+                    field=f"{field}.{key}",
+                )
+        kwargs: dict[str, Any] = {}
+        if "machines" in entry:
+            kwargs["machines"] = entry["machines"]
+        if "weight" in entry:
+            kwargs["weight"] = entry["weight"]
+        if "bake" in entry:
+            kwargs["bake"] = parse_duration(entry["bake"], field=f"{field}.bake")
+        if "gate" in entry:
+            kwargs["gate"] = _opt_str(entry, "gate", f"{field}.gate")
+        try:
+            steps.append(CanaryStep(**kwargs))
+        except InvalidConfig as exc:
+            key = (exc.field or "").rsplit(".", 1)[-1]
+            raise InvalidConfig(exc.reason, field=f"{field}.{key}") from None
+    return steps
+

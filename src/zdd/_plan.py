@@ -1,0 +1,357 @@
+"""Plans: provider-neutral actions grouped into steps, rendered as text and JSON.
+
+A :class:`Plan` is an ordered tuple of :class:`Step`. A step's ``actions`` are
+independent and may run concurrently; the step ends when all of them are done
+and then its ``waits`` hold (a machine healthy, a pause over, a gate approved).
+Every action names its process group (``"*"`` for the whole app) and its
+machine (``None`` where there is none yet, or none at all).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+
+from ._durations import format_duration
+from ._model import FrozenMap, natural_key
+
+__all__ = [
+    "ACTION_KINDS",
+    "Action",
+    "Cordon",
+    "Create",
+    "Destroy",
+    "Gate",
+    "Label",
+    "Pause",
+    "Plan",
+    "RunCommand",
+    "Start",
+    "Step",
+    "Stop",
+    "Uncordon",
+    "Update",
+    "WaitHealthy",
+    "redact_command",
+]
+
+APP = "*"
+_ASSIGNMENT = re.compile(r"(?<![\w-])([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
+_SECRET_FLAG = re.compile(
+    r"(--?[\w-]*(?:password|passwd|token|secret|key|credential)[\w-]*)([= ])(\S+)", re.IGNORECASE
+)
+
+
+def redact_command(command: str) -> str:
+    """Hide the values of ``NAME=value`` words and ``--password x`` style flags."""
+    out = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}=<redacted>", command)
+    return _SECRET_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", out)
+
+
+def _to_json_value(value: object) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _to_json_value(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_to_json_value(v) for v in value]
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Action:
+    """Base of every action. ``kind`` names it in JSON and text."""
+
+    kind: ClassVar[str] = ""
+    group: str
+    machine: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """This action as a JSON-ready dict: ``kind``, ``machine``, ``group``, then fields."""
+        out: dict[str, Any] = {"kind": self.kind, "machine": self.machine, "group": self.group}
+        for f in attrs.fields(type(self)):
+            if f.name in ("group", "machine"):
+                continue
+            out[f.name] = _to_json_value(getattr(self, f.name))
+        return out
+
+    def describe(self) -> str:
+        """One human line, without the kind."""
+        return self.machine or ""
+
+
+@attrs.frozen(kw_only=True)
+class Create(Action):
+    """Create a machine of ``version`` in ``region``, hidden from traffic when ``hidden``.
+
+    ``key`` is an idempotency key: a provider finding a machine with this key
+    must not create another. ``role`` says why it exists (``surge``, ``green``,
+    ``canary``, ``replacement``).
+    """
+
+    kind: ClassVar[str] = "create"
+    region: str
+    version: str
+    key: str
+    role: str = "replacement"
+    hidden: bool = True
+
+    def describe(self) -> str:
+        vis = "hidden" if self.hidden else "visible"
+        return f"{self.key} ({self.role}, {self.version}, {self.region}, {vis})"
+
+
+@attrs.frozen(kw_only=True)
+class Update(Action):
+    """Update a machine in place to ``version`` (it restarts), then start it."""
+
+    kind: ClassVar[str] = "update"
+    version: str
+    from_version: str
+
+    def describe(self) -> str:
+        return f"{self.machine} {self.from_version} -> {self.version}"
+
+
+@attrs.frozen(kw_only=True)
+class Start(Action):
+    """Start a stopped, suspended, created or failed machine."""
+
+    kind: ClassVar[str] = "start"
+
+
+@attrs.frozen(kw_only=True)
+class Stop(Action):
+    """Stop a machine with its kill signal, waiting up to ``timeout`` seconds."""
+
+    kind: ClassVar[str] = "stop"
+    signal: str = "SIGINT"
+    timeout: float = 5.0
+
+    def describe(self) -> str:
+        return f"{self.machine} ({self.signal}, {format_duration(self.timeout)})"
+
+
+@attrs.frozen(kw_only=True)
+class Destroy(Action):
+    """Destroy a machine (it never holds a volume: planners see to that)."""
+
+    kind: ClassVar[str] = "destroy"
+
+
+@attrs.frozen(kw_only=True)
+class Cordon(Action):
+    """Stop routing new traffic to a machine."""
+
+    kind: ClassVar[str] = "cordon"
+
+
+@attrs.frozen(kw_only=True)
+class Uncordon(Action):
+    """Route traffic to a machine (release it); ``weight`` is a canary's traffic share."""
+
+    kind: ClassVar[str] = "uncordon"
+    weight: int | None = None
+
+    def describe(self) -> str:
+        w = f" (weight {self.weight}%)" if self.weight is not None else ""
+        return f"{self.machine}{w}"
+
+
+@attrs.frozen(kw_only=True)
+class WaitHealthy(Action):
+    """Wait until a machine is started and passing, for ``min_healthy_time`` in a row."""
+
+    kind: ClassVar[str] = "wait_healthy"
+    timeout: float = 300.0
+    min_healthy_time: float = 0.0
+
+    def describe(self) -> str:
+        held = (
+            f", held {format_duration(self.min_healthy_time)}" if self.min_healthy_time else ""
+        )
+        return f"{self.machine} (timeout {format_duration(self.timeout)}{held})"
+
+
+@attrs.frozen(kw_only=True)
+class Pause(Action):
+    """Wait ``duration`` seconds: a drain delay, a bake, a keep-blues window."""
+
+    kind: ClassVar[str] = "pause"
+    duration: float
+    reason: str
+    machines: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def describe(self) -> str:
+        return f"{format_duration(self.duration)} ({self.reason})"
+
+
+@attrs.frozen(kw_only=True)
+class Gate(Action):
+    """Wait for gate ``name`` to be approved (manual approval or an analysis)."""
+
+    kind: ClassVar[str] = "gate"
+    name: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"{self.name}" + (f" ({self.reason})" if self.reason else "")
+
+
+@attrs.frozen(kw_only=True)
+class RunCommand(Action):
+    """Run the release command (before any machine changes) or the post-deploy command.
+
+    The command is redacted (``NAME=value`` words, secret-looking flags) in JSON,
+    text and repr.
+    """
+
+    kind: ClassVar[str] = "run_command"
+    phase: str
+    command: str = attrs.field(repr=redact_command)
+    version: str
+    timeout: float = 300.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out["command"] = redact_command(self.command)
+        return out
+
+    def describe(self) -> str:
+        return (
+            f"{self.phase}: {redact_command(self.command)} "
+            f"(timeout {format_duration(self.timeout)})"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Label(Action):
+    """Write ``values`` into the deployment record (``machine=None``) or a machine's labels."""
+
+    kind: ClassVar[str] = "label"
+    values: FrozenMap[str] = attrs.field(converter=FrozenMap)
+
+    def describe(self) -> str:
+        target = self.machine or "record"
+        pairs = ", ".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{target}: {pairs}"
+
+
+ACTION_KINDS: tuple[str, ...] = (
+    "create",
+    "update",
+    "start",
+    "stop",
+    "destroy",
+    "cordon",
+    "uncordon",
+    "wait_healthy",
+    "pause",
+    "gate",
+    "run_command",
+    "label",
+)
+WAIT_KINDS = frozenset({"wait_healthy", "pause", "gate"})
+
+AnyAction: TypeAlias = Action
+
+
+def _sort_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
+    order = {k: i for i, k in enumerate(ACTION_KINDS)}
+    return tuple(
+        sorted(
+            actions,
+            key=lambda a: (
+                a.group,
+                order[a.kind],
+                natural_key(a.machine or (a.key if isinstance(a, Create) else "")),
+            ),
+        )
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """Actions that may run at once, then conditions to wait for.
+
+    Attributes:
+        actions: effects (create, update, start, stop, destroy, cordon,
+            uncordon, run_command, label), independent of each other.
+        waits: conditions (wait_healthy, pause, gate) that must hold, after the
+            actions are done, before the step ends.
+        why: the reason for this step (budgets used, phase).
+    """
+
+    actions: tuple[Action, ...] = attrs.field(default=(), converter=_sort_actions)
+    waits: tuple[Action, ...] = attrs.field(default=(), converter=_sort_actions)
+    why: str = ""
+
+    def __iter__(self) -> Iterator[Action]:
+        yield from self.actions
+        yield from self.waits
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"why", "actions": [...], "wait": [...]}``."""
+        return {
+            "why": self.why,
+            "actions": [a.to_json() for a in self.actions],
+            "wait": [w.to_json() for w in self.waits],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """An ordered tuple of steps, for one strategy. Empty when nothing is to be done."""
+
+    strategy: str
+    steps: tuple[Step, ...] = attrs.field(default=(), converter=tuple)
+    summary: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def actions(self) -> Iterator[Action]:
+        """Every action and wait of every step, in order."""
+        for step in self.steps:
+            yield from step
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented plan format (see ``docs/plan-format.md``)."""
+        return {
+            "format": 1,
+            "strategy": self.strategy,
+            "summary": self.summary,
+            "steps": [s.to_json() for s in self.steps],
+        }
+
+    def to_json_text(self) -> str:
+        """The JSON format as indented text."""
+        return json.dumps(self.to_json(), indent=2, sort_keys=False)
+
+    def to_text(self) -> str:
+        """Numbered steps, one action a line, each step with its reason."""
+        lines = [f"Plan ({self.strategy}): {self.summary}" if self.summary else f"Plan ({self.strategy})"]
+        if not self.steps:
+            lines.append("  nothing to do: the fleet already matches what is desired")
+            return "\n".join(lines)
+        width = len(str(len(self.steps)))
+        for i, step in enumerate(self.steps, 1):
+            lines.append(f"{i:>{width}}. {step.why}" if step.why else f"{i:>{width}}.")
+            pad = " " * (width + 2)
+            for a in step.actions:
+                lines.append(f"{pad}{a.kind:<12} {a.describe()}{_group_suffix(a)}")
+            for w in step.waits:
+                lines.append(f"{pad}{'then ' + w.kind:<12} {w.describe()}{_group_suffix(w)}")
+        return "\n".join(lines)
+
+
+def _group_suffix(action: Action) -> str:
+    return "" if action.group == APP else f"  [{action.group}]"

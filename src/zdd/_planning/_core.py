@@ -1,0 +1,249 @@
+"""Building blocks the strategy planners share: contexts, pipelines, keepers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from .._config import Strategy
+from .._errors import PlanningImpossible
+from .._model import FrozenMap, GroupSpec, Health, Machine, MachineState, natural_key
+from .._plan import (
+    Cordon,
+    Create,
+    Destroy,
+    Pause,
+    Start,
+    Stop,
+    Uncordon,
+    Update,
+    WaitHealthy,
+)
+from ._schedule import Budget, Element, Task
+
+RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})
+IN_FLIGHT = frozenset(
+    {MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING}
+)
+
+
+@attrs.frozen
+class GroupContext:
+    """Everything a group planner needs, all of it read-only."""
+
+    spec: GroupSpec
+    machines: tuple[Machine, ...]  # live machines of this group, sorted by id
+    strategy: Strategy
+    record: FrozenMap[str]
+    used_keys: frozenset[str]
+    waves: tuple[str, ...]  # region order when region waves are on, else ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.release.version
+
+    def wave(self, region: str) -> int:
+        if not self.waves:
+            return 0
+        try:
+            return self.waves.index(region)
+        except ValueError:
+            return len(self.waves)
+
+    # -- action builders -------------------------------------------------
+
+    def wait(self, machine: str) -> WaitHealthy:
+        return WaitHealthy(
+            group=self.name,
+            machine=machine,
+            timeout=self.strategy.wait_timeout,
+            min_healthy_time=self.strategy.min_healthy_time,
+        )
+
+    def drain(self, machines: Sequence[str]) -> Pause:
+        return Pause(
+            group=self.name,
+            duration=self.strategy.drain_delay,
+            reason="drain",
+            machines=tuple(machines),
+        )
+
+    def stop(self, machine: str) -> Stop:
+        rel = self.spec.release
+        return Stop(group=self.name, machine=machine, signal=rel.kill_signal, timeout=rel.kill_timeout)
+
+    def new_keys(self, region: str, role: str, count: int) -> list[str]:
+        """``count`` unused idempotency keys for machines created in ``region``."""
+        keys: list[str] = []
+        n = 0
+        while len(keys) < count:
+            n += 1
+            key = f"{self.version}-{self.name}-{role}-{region}-{n}"
+            if key not in self.used_keys:
+                keys.append(key)
+        return keys
+
+    def create(self, key: str, region: str, role: str) -> Create:
+        return Create(
+            group=self.name, region=region, version=self.version, key=key, role=role, hidden=True
+        )
+
+
+def is_current(m: Machine, version: str) -> bool:
+    return m.version == version
+
+
+def healthy(m: Machine) -> bool:
+    return m.state is MachineState.STARTED and m.health is Health.PASSING
+
+
+def ensure_no_volume(m: Machine, group: str) -> None:
+    if m.volume:
+        raise PlanningImpossible(
+            f"group {group!r}: machine {m.id} holds volume {m.volume} and would have to be "
+            f"destroyed; zdd never destroys a machine with a volume"
+        )
+
+
+def recover_elements(ctx: GroupContext, m: Machine, *, release: bool = True) -> list[Element]:
+    """Bring a current-version machine to serving (or healthy and hidden)."""
+    els: list[Element] = []
+    if m.state in IN_FLIGHT or m.state is MachineState.STARTED:
+        if not healthy(m):
+            els.append(Element((), (ctx.wait(m.id),)))
+    else:  # created, stopped, suspended, failed, stopping
+        els.append(
+            Element((Start(group=ctx.name, machine=m.id),), (ctx.wait(m.id),))
+        )
+    if release and m.cordoned:
+        els.append(Element((Uncordon(group=ctx.name, machine=m.id),)))
+    return els
+
+
+def in_place_task(ctx: GroupContext, m: Machine) -> Task:
+    """Update an outdated machine where it stands (volumes stay attached)."""
+    els: list[Element] = []
+    needs_room = m.serving
+    pause = ctx.strategy.drain_delay > 0
+    if m.serving:
+        els.append(Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ()))
+    elif m.cordoned and m.state is MachineState.STARTED and pause:
+        els.append(Element((), (ctx.drain([m.id]),)))
+    els.append(
+        Element(
+            (Update(group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version),),
+            (ctx.wait(m.id),),
+        )
+    )
+    if m.serving or m.cordoned:
+        els.append(Element((Uncordon(group=ctx.name, machine=m.id),)))
+    return Task(els, wave=ctx.wave(m.region), needs_room=needs_room, gain=1)
+
+
+def retire_elements(ctx: GroupContext, m: Machine) -> list[Element]:
+    """Cordon, drain, stop and destroy a machine (never one with a volume)."""
+    ensure_no_volume(m, ctx.name)
+    pause = ctx.strategy.drain_delay > 0
+    els: list[Element] = []
+    if m.serving:
+        els.append(Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ()))
+    elif m.cordoned and m.state in RUNNING and pause:
+        els.append(Element((), (ctx.drain([m.id]),)))
+    if m.state in RUNNING or m.state is MachineState.UPDATING:
+        els.append(Element((ctx.stop(m.id),)))
+    els.append(Element((Destroy(group=ctx.name, machine=m.id),)))
+    return els
+
+
+def retire_task(ctx: GroupContext, m: Machine) -> Task:
+    return Task(
+        retire_elements(ctx, m),
+        wave=ctx.wave(m.region),
+        needs_room=m.serving,
+        frees_slot=True,
+    )
+
+
+def create_task(ctx: GroupContext, key: str, region: str, role: str, *, release: bool = True) -> Task:
+    els = [Element((ctx.create(key, region, role),), (ctx.wait(key),))]
+    if release:
+        els.append(Element((Uncordon(group=ctx.name, machine=key),)))
+    return Task(els, wave=ctx.wave(region), needs_slot=True, gain=1 if release else 0)
+
+
+def by_region(machines: Iterable[Machine]) -> dict[str, list[Machine]]:
+    out: dict[str, list[Machine]] = {}
+    for m in machines:
+        out.setdefault(m.region, []).append(m)
+    return out
+
+
+def pick_excess(ctx: GroupContext, keepers: list[Machine], excess: int, region: str) -> list[Machine]:
+    """Choose ``excess`` machines to retire: outdated, then not serving, then newest ids."""
+    candidates = [m for m in keepers if not m.volume]
+    if len(candidates) < excess:
+        raise PlanningImpossible(
+            f"group {ctx.name!r}, region {region}: {excess} machine(s) too many, but only "
+            f"{len(candidates)} can be destroyed (the others hold volumes); zdd never destroys "
+            f"a machine with a volume. Scale the volume machines down by hand, or keep the count"
+        )
+    candidates.sort(key=lambda m: natural_key(m.id), reverse=True)
+    candidates.sort(key=lambda m: (m.version == ctx.version, m.serving))
+    return candidates[:excess]
+
+
+def rolling_tasks(
+    ctx: GroupContext,
+    machines: Sequence[Machine],
+    *,
+    surge_mode: bool,
+) -> list[Task]:
+    """The tasks that take ``machines`` to the group's desired shape on its release.
+
+    In surge mode, outdated machines without volumes are replaced (create, then
+    retire); otherwise every outdated machine is updated in place.
+    """
+    tasks: list[Task] = []
+    regions = by_region(machines)
+    all_regions = sorted(set(regions) | set(ctx.spec.regions), key=lambda r: (ctx.wave(r), r))
+    creates: list[Task] = []
+    for region in all_regions:
+        here = regions.get(region, [])
+        want = ctx.spec.regions.get(region, 0)
+        keepers = [
+            m for m in here if is_current(m, ctx.version) or not surge_mode or m.volume
+        ]
+        kept = {m.id for m in keepers}
+        excess = len(keepers) - want
+        retirees = pick_excess(ctx, keepers, excess, region) if excess > 0 else []
+        retired = {m.id for m in retirees}
+        for m in here:
+            if m.id in retired or m.id not in kept:
+                tasks.append(retire_task(ctx, m))
+            elif is_current(m, ctx.version):
+                els = recover_elements(ctx, m)
+                if els:
+                    tasks.append(Task(els, wave=ctx.wave(region), gain=1))
+            else:
+                tasks.append(in_place_task(ctx, m))
+        need = want - (len(keepers) - len(retirees))
+        for key in ctx.new_keys(region, "surge" if surge_mode else "new", max(0, need)):
+            creates.append(create_task(ctx, key, region, "surge" if surge_mode else "new"))
+    # creates first within a wave: they add capacity that lets retirements go ahead
+    return creates + tasks
+
+
+def group_budget(ctx: GroupContext, machines: Sequence[Machine], *, floor: int, ceiling: int) -> Budget:
+    return Budget(
+        group=ctx.name,
+        desired=ctx.spec.count,
+        floor=floor,
+        ceiling=ceiling,
+        serving=sum(1 for m in machines if m.serving),
+        live=len(machines),
+    )

@@ -1,0 +1,184 @@
+"""The scheduler shared by the planners: per-machine pipelines under budgets.
+
+Theory of operation. A planner turns each machine that needs work into a
+:class:`Task`: a pipeline of *elements*, each element being what that machine
+does in one step (some actions, then some waits). Tasks that take a serving
+machine out of service need *room* (serving machines above the group's floor);
+tasks that add a machine need a *slot* (live machines below the group's
+ceiling). The scheduler walks step indices: at each index it admits the tasks
+the budgets allow (first come, first served, one region wave at a time), emits
+the next element of every admitted task, and returns budget when a task's last
+element is done. The first step of the result is what to do now; the rest is
+the preview, assuming every action succeeds.
+
+Rules:
+1. Budgets are counted from what is observed: a machine already down (updating,
+   booting, failed) is not serving, so it already uses room.
+2. Room is taken when a task is admitted and given back one step after its last
+   element, never earlier: a plan never relies on concurrent actions finishing
+   in a favourable order.
+3. Nothing here knows which strategy is running.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import attrs
+
+from .._errors import PlanningImpossible
+from .._plan import Action
+
+
+@attrs.frozen
+class Element:
+    """What one task does in one step."""
+
+    actions: tuple[Action, ...] = ()
+    waits: tuple[Action, ...] = ()
+
+
+@attrs.define
+class Task:
+    """One machine's remaining work.
+
+    Attributes:
+        elements: the steps of its pipeline, in order.
+        wave: its region wave (0 when waves are off).
+        needs_room: it takes a serving machine out of service when admitted.
+        needs_slot: it adds a live machine when admitted.
+        gain: serving machines it adds when done.
+        frees_slot: it removes a live machine when done.
+    """
+
+    elements: list[Element]
+    wave: int = 0
+    needs_room: bool = False
+    needs_slot: bool = False
+    gain: int = 0
+    frees_slot: bool = False
+
+
+@attrs.frozen
+class Budget:
+    """A group's limits: serving never below ``floor``, live never above ``ceiling``."""
+
+    group: str
+    desired: int
+    floor: int
+    ceiling: int
+    serving: int
+    live: int
+
+
+@attrs.frozen
+class GroupStep:
+    actions: tuple[Action, ...]
+    waits: tuple[Action, ...]
+    why: str
+
+
+def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
+    """Lay ``tasks`` out in steps under ``budget``.
+
+    Raises:
+        PlanningImpossible: when work remains and no task can ever be admitted.
+    """
+    if not tasks:
+        return []
+    waves = sorted({t.wave for t in tasks})
+    # per wave: free tasks, tasks needing a slot, tasks needing room (FIFO each)
+    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]] = {
+        w: (deque(), deque(), deque()) for w in waves
+    }
+    for t in tasks:
+        free, slot, room = queues[t.wave]
+        if t.needs_slot:
+            slot.append(t)
+        elif t.needs_room:
+            room.append(t)
+        else:
+            free.append(t)
+    serving = budget.serving
+    live = budget.live
+    active: list[tuple[Task, int]] = []  # (task, index of next element)
+    out: list[GroupStep] = []
+    wave_i = 0
+    while True:
+        while wave_i < len(waves) and not any(queues[waves[wave_i]]) and not _in_wave(
+            active, waves[wave_i]
+        ):
+            wave_i += 1
+        if wave_i >= len(waves) and not active:
+            break
+        admitted = 0
+        if wave_i < len(waves):
+            free, slot, room = queues[waves[wave_i]]
+            while free:
+                active.append((free.popleft(), 0))
+                admitted += 1
+            while slot and live + 1 <= budget.ceiling:
+                task = slot.popleft()
+                live += 1
+                if task.needs_room:
+                    serving -= 1
+                active.append((task, 0))
+                admitted += 1
+            while room and serving - 1 >= budget.floor:
+                active.append((room.popleft(), 0))
+                serving -= 1
+                admitted += 1
+        if not active:
+            raise PlanningImpossible(_stuck_message(budget, serving, live, queues, waves[wave_i]))
+        actions: list[Action] = []
+        waits: list[Action] = []
+        still: list[tuple[Task, int]] = []
+        done: list[Task] = []
+        for task, i in active:
+            el = task.elements[i]
+            actions.extend(el.actions)
+            waits.extend(el.waits)
+            if i + 1 < len(task.elements):
+                still.append((task, i + 1))
+            else:
+                done.append(task)
+        unavailable = max(0, budget.desired - serving)
+        why = (
+            f"{budget.group}: {unavailable} of {budget.desired} unavailable "
+            f"(budget {max(0, budget.desired - budget.floor)}), "
+            f"{live} machines (ceiling {budget.ceiling})"
+        )
+        out.append(GroupStep(tuple(actions), tuple(waits), why))
+        for task in done:
+            serving += task.gain
+            if task.frees_slot:
+                live -= 1
+        active = still
+    return out
+
+
+def _in_wave(active: list[tuple[Task, int]], wave: int) -> bool:
+    return any(t.wave == wave for t, _ in active)
+
+
+def _stuck_message(
+    budget: Budget,
+    serving: int,
+    live: int,
+    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]],
+    wave: int,
+) -> str:
+    _, slot, room = queues[wave]
+    if room and not slot:
+        return (
+            f"group {budget.group!r}: {serving} of {budget.desired} machines are serving, "
+            f"and taking one more out of service would go below the floor of "
+            f"{budget.floor}; repair the machines that are down, raise max_unavailable, "
+            f"or set max_surge"
+        )
+    return (
+        f"group {budget.group!r}: {live} machines are live and the ceiling is "
+        f"{budget.ceiling}, with {serving} serving against a floor of {budget.floor}; "
+        f"no step can make progress. Raise max_surge or max_unavailable"
+    )

@@ -1,0 +1,168 @@
+"""Bluegreen: a full set of hidden greens, one switch, then the blues retire.
+
+Phases per group, each decided from the observed state (and the record's
+``bluegreen.<group>`` = ``switched`` once the greens took the traffic):
+
+1. create the missing greens hidden from traffic; wait until every green is
+   started and healthy;
+2. hold for the switch gate, if any;
+3. release every green (uncordon), then record the switch;
+4. cordon the blues, drain, stop them with their kill signal and timeout,
+   keep them stopped for ``keep_blue_for`` if asked, destroy them.
+
+Blues are never touched before the switch is recorded, so a failure before it
+only ever costs the greens.
+"""
+
+from __future__ import annotations
+
+from .._config import BlueGreen
+from .._model import MachineState
+from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
+from ._core import (
+    RUNNING,
+    GroupContext,
+    by_region,
+    create_task,
+    ensure_no_volume,
+    group_budget,
+    is_current,
+    recover_elements,
+    rolling_tasks,
+)
+from ._schedule import Element, GroupStep, Task, schedule
+
+SWITCHED = "switched"
+
+
+def plan_group(ctx: GroupContext) -> list[GroupStep]:
+    s = ctx.strategy
+    assert isinstance(s, BlueGreen)
+    n = ctx.spec.count
+    blues = [m for m in ctx.machines if not is_current(m, ctx.version)]
+    greens = [m for m in ctx.machines if is_current(m, ctx.version)]
+    if not blues:
+        # nothing to switch from: bring greens up (and create any missing) directly
+        tasks = rolling_tasks(ctx, ctx.machines, surge_mode=True)
+        return schedule(tasks, group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n))
+    for m in blues:
+        ensure_no_volume(m, ctx.name)
+    steps: list[GroupStep] = []
+    switched = ctx.record.get(f"bluegreen.{ctx.name}") == SWITCHED
+    green_ids = [m.id for m in greens]
+    if not switched:
+        # 1. greens: create the missing ones, retire extras, wait for all to be healthy
+        tasks: list[Task] = []
+        regions = by_region(greens)
+        for region in sorted(set(regions) | set(ctx.spec.regions)):
+            here = regions.get(region, [])
+            want = ctx.spec.regions.get(region, 0)
+            for m in here[want:]:
+                ensure_no_volume(m, ctx.name)
+                tasks.append(Task([Element((Destroy(group=ctx.name, machine=m.id),))]))
+                green_ids.remove(m.id)
+            for m in here[:want]:
+                els = recover_elements(ctx, m, release=False)
+                if els:
+                    tasks.append(Task(els))
+            for key in ctx.new_keys(region, "green", max(0, want - len(here))):
+                tasks.append(create_task(ctx, key, region, "green", release=False))
+                green_ids.append(key)
+        if tasks:
+            actions = [a for t in tasks for a in t.elements[0].actions]
+            waits = [w for t in tasks for w in t.elements[0].waits]
+            steps.append(
+                GroupStep(
+                    tuple(actions),
+                    tuple(waits),
+                    f"{ctx.name}: greens start hidden from traffic; blues keep serving",
+                )
+            )
+        # 2. the switch gate
+        if s.switch_gate and ctx.record.get(f"gate.{s.switch_gate}") != "approved":
+            steps.append(
+                GroupStep(
+                    (),
+                    (Gate(group=ctx.name, name=s.switch_gate, reason="hold the switch"),),
+                    f"{ctx.name}: every green healthy; switch held for gate {s.switch_gate!r}",
+                )
+            )
+        # 3. release the greens, then record the switch
+        cordoned = {m.id: m.cordoned for m in greens}
+        hidden = [g for g in green_ids if cordoned.get(g, True)]
+        if hidden:
+            steps.append(
+                GroupStep(
+                    tuple(Uncordon(group=ctx.name, machine=g) for g in hidden),
+                    (),
+                    f"{ctx.name}: switch: release {len(hidden)} greens to traffic",
+                )
+            )
+        steps.append(
+            GroupStep(
+                (Label(group=ctx.name, values={f"bluegreen.{ctx.name}": SWITCHED}),),
+                (),
+                f"{ctx.name}: record the switch",
+            )
+        )
+    else:
+        hidden = [m.id for m in greens if m.cordoned]
+        if hidden:
+            steps.append(
+                GroupStep(
+                    tuple(Uncordon(group=ctx.name, machine=g) for g in hidden),
+                    (),
+                    f"{ctx.name}: release the greens before the blues go",
+                )
+            )
+    # 4. retire the blues
+    serving_blues = [m for m in blues if m.serving]
+    running_blues = [m for m in blues if m.state in RUNNING or m.state is MachineState.UPDATING]
+    if running_blues:
+        waits = ()
+        if s.drain_delay > 0:
+            waits = (
+                Pause(
+                    group=ctx.name,
+                    duration=s.drain_delay,
+                    reason="drain",
+                    machines=tuple(m.id for m in running_blues),
+                ),
+            )
+        steps.append(
+            GroupStep(
+                tuple(Cordon(group=ctx.name, machine=m.id) for m in serving_blues),
+                waits,
+                f"{ctx.name}: greens serve; cordon and drain {len(running_blues)} blues",
+            )
+        )
+        steps.append(
+            GroupStep(
+                tuple(ctx.stop(m.id) for m in running_blues),
+                (),
+                f"{ctx.name}: stop the blues",
+            )
+        )
+    if s.keep_blue_for > 0:
+        steps.append(
+            GroupStep(
+                (),
+                (
+                    Pause(
+                        group=ctx.name,
+                        duration=s.keep_blue_for,
+                        reason="keep blues for a fast way back",
+                        machines=tuple(m.id for m in blues),
+                    ),
+                ),
+                f"{ctx.name}: keep the stopped blues for a while",
+            )
+        )
+    steps.append(
+        GroupStep(
+            tuple(Destroy(group=ctx.name, machine=m.id) for m in blues),
+            (),
+            f"{ctx.name}: destroy {len(blues)} blues",
+        )
+    )
+    return steps

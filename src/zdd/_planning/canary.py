@@ -1,0 +1,196 @@
+"""Canary: prove the release on a few machines first, then promote it by rolling.
+
+flyctl's form (no steps): per group one canary machine is created hidden,
+waited healthy, recorded as passed and destroyed; then the group rolls with
+``then``. Nothing else is touched until the canary has passed.
+
+Progressive form (steps): each step ensures its number of canary machines are
+serving (at its traffic weight), bakes, waits for its gate, and is recorded
+(``canary.<group>`` = steps done). Canaries keep serving through the roll: they
+count among the group's machines, so the roll retires as many outdated
+machines as there are canaries instead of updating them.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .._config import Canary
+from .._errors import InvalidFleetState
+from .._model import Health, Machine, MachineState
+from .._plan import Destroy, Gate, Label, Pause, Uncordon
+from ._core import (
+    GroupContext,
+    create_task,
+    group_budget,
+    is_current,
+    recover_elements,
+    rolling_tasks,
+)
+from ._schedule import Element, GroupStep, Task, schedule
+
+PASSED = "passed"
+
+
+def _canaries(ctx: GroupContext) -> list[Machine]:
+    return [
+        m
+        for m in ctx.machines
+        if m.labels.get("zdd.role") == "canary" and is_current(m, ctx.version)
+    ]
+
+
+def _canary_region(ctx: GroupContext) -> str:
+    # the region with the most desired machines (ties: wave order, then name)
+    return min(ctx.spec.regions, key=lambda r: (-ctx.spec.regions[r], ctx.wave(r), r))
+
+
+def _barrier(ctx: GroupContext, tasks: list[Task], why: str) -> list[GroupStep]:
+    """Run tasks together; each element index becomes one step."""
+    steps: list[GroupStep] = []
+    depth = max((len(t.elements) for t in tasks), default=0)
+    for i in range(depth):
+        els = [t.elements[i] for t in tasks if i < len(t.elements)]
+        steps.append(
+            GroupStep(
+                tuple(a for e in els for a in e.actions),
+                tuple(w for e in els for w in e.waits),
+                why,
+            )
+        )
+    return steps
+
+
+def plan_group(ctx: GroupContext) -> list[GroupStep]:
+    s = ctx.strategy
+    assert isinstance(s, Canary)
+    n = ctx.spec.count
+    canaries = _canaries(ctx)
+    others = [m for m in ctx.machines if m not in canaries] if canaries else list(ctx.machines)
+    outdated = [m for m in others if not is_current(m, ctx.version)]
+    if not outdated and not canaries or n == 0:
+        tasks = rolling_tasks(ctx, ctx.machines, surge_mode=s.then.max_surge > 0)
+        mu = s.then.unavailable_budget(n)
+        budget = group_budget(
+            ctx, ctx.machines, floor=n - mu, ceiling=n + max(1, s.then.surge_budget(n))
+        )
+        return schedule(tasks, budget)
+    if not s.steps:
+        return _flyctl_form(ctx, canaries, others)
+    return _progressive(ctx, canaries)
+
+
+def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machine]) -> list[GroupStep]:
+    s = ctx.strategy
+    assert isinstance(s, Canary)
+    steps: list[GroupStep] = []
+    passed = ctx.record.get(f"canary.{ctx.name}") == PASSED
+    why = f"{ctx.name}: canary, a smoke test of {ctx.version} before any machine changes"
+    if not passed:
+        if canaries:
+            pre = recover_elements(ctx, canaries[0], release=False)
+        else:
+            region = _canary_region(ctx)
+            key = ctx.new_keys(region, "canary", 1)[0]
+            pre = create_task(ctx, key, region, "canary", release=False).elements
+            canaries_ids = [key]
+        steps += _barrier(ctx, [Task(pre)], why)
+        steps.append(
+            GroupStep(
+                (Label(group=ctx.name, values={f"canary.{ctx.name}": PASSED}),),
+                (),
+                f"{ctx.name}: record that the canary passed",
+            )
+        )
+    ids = [m.id for m in canaries] if canaries else (canaries_ids if not passed else [])
+    if ids:
+        steps.append(
+            GroupStep(
+                tuple(Destroy(group=ctx.name, machine=i) for i in ids),
+                (),
+                f"{ctx.name}: destroy the canary",
+            )
+        )
+    n = ctx.spec.count
+    mu = s.then.unavailable_budget(n)
+    surge = s.then.surge_budget(n)
+    tasks = rolling_tasks(ctx, others, surge_mode=surge > 0)
+    budget = group_budget(ctx, others, floor=n - mu, ceiling=n + surge)
+    return steps + schedule(tasks, budget)
+
+
+def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
+    s = ctx.strategy
+    assert isinstance(s, Canary)
+    raw = ctx.record.get(f"canary.{ctx.name}", "0")
+    if not raw.isdigit() or int(raw) > len(s.steps):
+        raise InvalidFleetState(
+            f"canary.{ctx.name} = {raw!r} is not a step count from 0 to {len(s.steps)}",
+            field="record",
+        )
+    done = int(raw)
+    region = _canary_region(ctx)
+    have = len(canaries)
+    hidden = {m.id for m in canaries if m.cordoned}
+    unhealthy = [m for m in canaries if not (m.state is MachineState.STARTED and m.health is Health.PASSING)]
+    new_keys: list[str] = []
+    steps: list[GroupStep] = []
+    for k in range(done, len(s.steps)):
+        step = s.steps[k]
+        label = f"{ctx.name}: canary step {k + 1} of {len(s.steps)}"
+        tasks: list[Task] = []
+        if k == done:
+            tasks += [Task(recover_elements(ctx, m, release=False)) for m in unhealthy]
+        missing = step.machines - have
+        if missing > 0:
+            keys = ctx.new_keys(region, "canary", len(new_keys) + missing)[len(new_keys):]
+            tasks += [create_task(ctx, key, region, "canary", release=False) for key in keys]
+            new_keys += keys
+            hidden.update(keys)
+            have = step.machines
+        steps += _barrier(ctx, [t for t in tasks if t.elements], f"{label}: {have} canaries healthy")
+        all_ids = [m.id for m in canaries] + new_keys
+        release = all_ids if step.weight is not None else sorted(hidden, key=all_ids.index)
+        if release:
+            steps.append(
+                GroupStep(
+                    tuple(Uncordon(group=ctx.name, machine=i, weight=step.weight) for i in release),
+                    (),
+                    f"{label}: canaries take traffic"
+                    + (f" ({step.weight}%)" if step.weight is not None else ""),
+                )
+            )
+            hidden.clear()
+        if step.bake > 0:
+            steps.append(
+                GroupStep((), (Pause(group=ctx.name, duration=step.bake, reason="bake", machines=tuple(all_ids)),), f"{label}: bake")
+            )
+        if step.gate and ctx.record.get(f"gate.{step.gate}") != "approved":
+            steps.append(
+                GroupStep((), (Gate(group=ctx.name, name=step.gate, reason=f"canary step {k + 1}"),), f"{label}: gate")
+            )
+        steps.append(
+            GroupStep(
+                (Label(group=ctx.name, values={f"canary.{ctx.name}": str(k + 1)}),),
+                (),
+                f"{label}: record it",
+            )
+        )
+    # promotion: the canaries serve as part of the group while the rest rolls
+    projected = [m for m in ctx.machines if m.id not in {c.id for c in canaries}]
+    projected += [
+        attrs.evolve(c, state=MachineState.STARTED, health=Health.PASSING, cordoned=False)
+        if done < len(s.steps)
+        else c
+        for c in canaries
+    ]
+    projected += [
+        Machine(id=key, version=ctx.version, group=ctx.name, region=region, labels={"zdd.role": "canary", "zdd.key": key})
+        for key in new_keys
+    ]
+    n = ctx.spec.count
+    mu = s.then.unavailable_budget(n)
+    surge = s.then.surge_budget(n)
+    tasks = rolling_tasks(ctx, projected, surge_mode=surge > 0)
+    budget = group_budget(ctx, projected, floor=n - mu, ceiling=n + max(have, surge))
+    return steps + schedule(tasks, budget)

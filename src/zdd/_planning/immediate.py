@@ -1,0 +1,57 @@
+"""Immediate: every machine at once, no health waits. Nothing is promised."""
+
+from __future__ import annotations
+
+from .._model import MachineState
+from .._plan import Create, Destroy, Start, Uncordon, Update
+from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess
+from ._schedule import Budget, Element, GroupStep, Task, schedule
+
+
+def plan_group(ctx: GroupContext) -> list[GroupStep]:
+    tasks: list[Task] = []
+    regions = by_region(ctx.machines)
+    for region in sorted(set(regions) | set(ctx.spec.regions)):
+        here = regions.get(region, [])
+        want = ctx.spec.regions.get(region, 0)
+        excess = len(here) - want
+        retired = {m.id for m in pick_excess(ctx, here, excess, region)} if excess > 0 else set()
+        for m in here:
+            actions = []
+            if m.id in retired:
+                ensure_no_volume(m, ctx.name)
+                actions.append(Destroy(group=ctx.name, machine=m.id))
+            elif not is_current(m, ctx.version):
+                actions.append(
+                    Update(group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version)
+                )
+            else:
+                if m.state not in (
+                    MachineState.STARTED,
+                    MachineState.STARTING,
+                    MachineState.UPDATING,
+                    MachineState.REPLACING,
+                ):
+                    actions.append(Start(group=ctx.name, machine=m.id))
+                if m.cordoned:
+                    actions.append(Uncordon(group=ctx.name, machine=m.id))
+            if actions:
+                tasks.append(Task([Element((a,)) for a in actions]))
+        for key in ctx.new_keys(region, "new", max(0, want - len(here))):
+            create = Create(
+                group=ctx.name, region=region, version=ctx.version, key=key, role="new", hidden=False
+            )
+            tasks.append(Task([Element((create,))]))
+    budget = Budget(
+        group=ctx.name,
+        desired=ctx.spec.count,
+        floor=-(10**12),
+        ceiling=10**12,
+        serving=0,
+        live=len(ctx.machines),
+    )
+    steps = schedule(tasks, budget)
+    return [
+        GroupStep(s.actions, s.waits, f"{ctx.name}: every machine at once (immediate: no waits)")
+        for s in steps
+    ]

@@ -1,0 +1,36 @@
+"""Rolling: a few machines at a time, a floor of serving machines held throughout.
+
+Without surge every outdated machine is updated in place (Fly's behaviour): it
+is cordoned, drained, updated, waited healthy and released, at most
+``max_unavailable`` at a time. With ``max_surge`` machines without volumes are
+replaced instead: new machines are created hidden, released once healthy, and
+outdated ones are cordoned, drained, stopped and destroyed as the budgets allow
+(Kubernetes' rule). Machines with volumes always update in place.
+"""
+
+from __future__ import annotations
+
+from .._config import Rolling
+from .._errors import PlanningImpossible
+from ._core import GroupContext, group_budget, is_current, rolling_tasks
+from ._schedule import GroupStep, schedule
+
+
+def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[GroupStep]:
+    """Steps for one group under ``strategy`` (default: the context's)."""
+    s = strategy if strategy is not None else ctx.strategy
+    assert isinstance(s, Rolling)
+    n = ctx.spec.count
+    mu = s.unavailable_budget(n)
+    surge = s.surge_budget(n)
+    if mu == 0:
+        stuck = [m.id for m in ctx.machines if m.volume and not is_current(m, ctx.version)]
+        if stuck and n:
+            raise PlanningImpossible(
+                f"group {ctx.name!r}: {', '.join(stuck[:3])}{'...' if len(stuck) > 3 else ''} "
+                f"hold volumes and must be updated in place, which needs max_unavailable >= 1 "
+                f"(a surge machine cannot take over a volume)"
+            )
+    tasks = rolling_tasks(ctx, ctx.machines, surge_mode=surge > 0)
+    budget = group_budget(ctx, ctx.machines, floor=n - mu, ceiling=n + surge)
+    return schedule(tasks, budget)
