@@ -1,0 +1,229 @@
+"""The ``zdd`` command: a thin argparse front end over the library.
+
+Exit codes: 0 success, 1 a deployment failed, 2 bad input (one line on
+stderr, never a traceback), 3 the fleet is locked by someone else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import attrs
+
+from ._config import STRATEGY_NAMES, Canary, Config, Rolling, Strategy, load_config, strategy_from_name
+from ._errors import InvalidConfig, ZddError
+from ._fleetjson import load_fleet
+from ._model import FleetState
+from ._planning import plan
+from ._version import __version__
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _fraction_or_count(flag: str) -> object:
+    def parse(text: str) -> float:
+        t = text.strip()
+        try:
+            if t.endswith("%"):
+                value = float(t[:-1]) / 100
+            else:
+                value = float(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; use a fraction (0.25), a percentage "
+                f"(25%) or a count (2)"
+            ) from None
+        if value < 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if value > 1_000_000:
+        raise argparse.ArgumentTypeError(f"at most 1000000, got {value}")
+    return value
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(
+        prog="zdd",
+        description="Zero-downtime deployments: preview, simulate and run deployment plans.",
+    )
+    parser.add_argument("--version", action="version", version=f"zdd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("plan", help="print the plan a deployment would follow")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from")
+    p.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
+    p.add_argument(
+        "--max-unavailable",
+        metavar="X",
+        type=_fraction_or_count("--max-unavailable"),
+        help="fraction (0.25), percentage (25%%) or count (2) of a group down at once",
+    )
+    p.add_argument(
+        "--max-surge",
+        metavar="X",
+        type=_fraction_or_count("--max-surge"),
+        help="fraction, percentage or count of extra machines while deploying",
+    )
+    fleet = p.add_mutually_exclusive_group()
+    fleet.add_argument("--fleet", metavar="FLEET_JSON", help="the current fleet, as fleet JSON")
+    fleet.add_argument(
+        "--machines",
+        metavar="N",
+        type=_positive_int,
+        help="shorthand for N started, passing machines m1..mN on v1 (group app, region ord)",
+    )
+    p.add_argument(
+        "--version",
+        dest="target_version",
+        metavar="V",
+        help="the release version to deploy (default: the next vN after the fleet's)",
+    )
+
+
+def _load_state(args: argparse.Namespace) -> FleetState:
+    if args.fleet:
+        return load_fleet(args.fleet)
+    if args.machines is not None:
+        return FleetState.uniform(args.machines)
+    raise _UsageError("give the current fleet with --fleet FLEET_JSON or --machines N")
+
+
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+def _next_version(state: FleetState) -> str:
+    numbers = []
+    for m in state.live:
+        match = _VERSION.match(m.version)
+        if match is None:
+            raise _UsageError(
+                f"cannot guess the next version after {m.version!r}; pass --version V"
+            )
+        numbers.append(int(match.group(1)))
+    return f"v{max(numbers, default=1) + 1}"
+
+
+def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
+    strategy = config.strategy
+    if args.strategy:
+        common = {
+            f.name: getattr(strategy, f.name)
+            for f in attrs.fields(type(strategy))
+            if f.name
+            in {
+                "wait_timeout",
+                "release_command",
+                "release_command_timeout",
+                "post_deploy_command",
+                "post_deploy_command_timeout",
+                "min_healthy_time",
+                "drain_delay",
+                "region_waves",
+                "auto_rollback",
+            }
+        }
+        strategy = strategy_from_name(args.strategy, **common)
+    overrides = {
+        k: v
+        for k, v in (("max_unavailable", args.max_unavailable), ("max_surge", args.max_surge))
+        if v is not None
+    }
+    if not overrides:
+        return strategy
+    flag = "--" + next(iter(overrides)).replace("_", "-")
+    if isinstance(strategy, Rolling):
+        return _evolve(strategy, overrides, flag)
+    if isinstance(strategy, Canary):
+        return attrs.evolve(strategy, then=_evolve(strategy.then, overrides, flag))
+    raise InvalidConfig(
+        f"does not apply to the {strategy.name} strategy; it applies to rolling and canary",
+        field=flag,
+    )
+
+
+def _evolve(strategy: Rolling, overrides: dict[str, float], flag: str) -> Rolling:
+    try:
+        return attrs.evolve(strategy, **overrides)
+    except InvalidConfig as exc:
+        raise InvalidConfig(exc.reason, field=flag) from None
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else Config()
+    strategy = _strategy(args, config)
+    state = _load_state(args)
+    version = args.target_version or _next_version(state)
+    desired = config.desired(state, version)
+    result = plan(state, desired, strategy)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.to_text())
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "plan":
+            return _cmd_plan(args)
+        raise _UsageError(f"unknown command {args.command!r}")  # pragma: no cover
+    except _UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except ZddError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:  # pragma: no cover - e.g. `zdd plan | head`
+        return EXIT_OK
+
+
+def _fail(message: str) -> None:
+    one_line = " ".join(message.split())
+    print(f"zdd: error: {one_line}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
