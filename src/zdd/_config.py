@@ -37,26 +37,57 @@ __all__ = [
 ]
 
 
-def _seconds(field: str) -> Any:
-    def convert(value: object) -> float:
-        return parse_duration(value, field=field, bare_unit=1.0)
-
-    return convert
+def _secs(value: object, field: str) -> float:
+    return parse_duration(value, field=field, bare_unit=1.0)
 
 
-def _opt_command(field: str) -> Any:
-    def convert(value: object) -> str | None:
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise InvalidConfig("must be a command line (a string)", field=field)
-        try:
-            shlex.split(value)
-        except ValueError as exc:
-            raise InvalidConfig(f"cannot be split like a shell would: {exc}", field=field) from None
-        return value
+def _command(value: object, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidConfig("must be a command line (a string)", field=field)
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise InvalidConfig(f"cannot be split like a shell would: {exc}", field=field) from None
+    return value
 
-    return convert
+
+# attrs converters must be named functions for mypy: one per field.
+def _wait_timeout(v: object) -> float:
+    return _secs(v, "wait_timeout")
+
+
+def _release_command_timeout(v: object) -> float:
+    return _secs(v, "release_command_timeout")
+
+
+def _post_deploy_command_timeout(v: object) -> float:
+    return _secs(v, "post_deploy_command_timeout")
+
+
+def _min_healthy_time(v: object) -> float:
+    return _secs(v, "min_healthy_time")
+
+
+def _drain_delay(v: object) -> float:
+    return _secs(v, "drain_delay")
+
+
+def _keep_blue_for(v: object) -> float:
+    return _secs(v, "keep_blue_for")
+
+
+def _bake(v: object) -> float:
+    return _secs(v, "canary_steps.bake")
+
+
+def _release_command(v: object) -> str | None:
+    return _command(v, "release_command")
+
+
+def _post_deploy_command(v: object) -> str | None:
+    return _command(v, "post_deploy_command")
 
 
 def _waves(value: object) -> tuple[str, ...] | bool:
@@ -78,45 +109,44 @@ def _waves(value: object) -> tuple[str, ...] | bool:
 class _Common:
     """Options every strategy has."""
 
-    wait_timeout: float = attrs.field(default=300.0, converter=_seconds("wait_timeout"))
-    release_command: str | None = attrs.field(
-        default=None, converter=_opt_command("release_command")
-    )
-    release_command_timeout: float = attrs.field(
-        default=300.0, converter=_seconds("release_command_timeout")
-    )
-    post_deploy_command: str | None = attrs.field(
-        default=None, converter=_opt_command("post_deploy_command")
-    )
+    wait_timeout: float = attrs.field(default=300.0, converter=_wait_timeout)
+    release_command: str | None = attrs.field(default=None, converter=_release_command)
+    release_command_timeout: float = attrs.field(default=300.0, converter=_release_command_timeout)
+    post_deploy_command: str | None = attrs.field(default=None, converter=_post_deploy_command)
     post_deploy_command_timeout: float = attrs.field(
-        default=300.0, converter=_seconds("post_deploy_command_timeout")
+        default=300.0, converter=_post_deploy_command_timeout
     )
-    min_healthy_time: float = attrs.field(default=0.0, converter=_seconds("min_healthy_time"))
-    drain_delay: float = attrs.field(default=10.0, converter=_seconds("drain_delay"))
+    min_healthy_time: float = attrs.field(default=0.0, converter=_min_healthy_time)
+    drain_delay: float = attrs.field(default=10.0, converter=_drain_delay)
     region_waves: tuple[str, ...] | bool = attrs.field(default=False, converter=_waves)
     auto_rollback: bool = True
 
     name: ClassVar[str] = ""
 
 
-def _unit_count(field: str) -> Any:
-    def convert(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidConfig(
-                f"must be a number (a fraction such as 0.25, or a count such as 2), got {value!r}",
-                field=field,
-            )
-        x = float(value)
-        if not math.isfinite(x):
-            raise InvalidConfig(f"must be finite, got {value!r}", field=field)
-        if x < 0:
-            raise InvalidConfig(
-                f"must not be negative, got {value!r}; use a fraction such as 0.25 or a count",
-                field=field,
-            )
-        return x
+def _count(value: object, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidConfig(
+            f"must be a number (a fraction such as 0.25, or a count such as 2), got {value!r}",
+            field=field,
+        )
+    x = float(value)
+    if not math.isfinite(x):
+        raise InvalidConfig(f"must be finite, got {value!r}", field=field)
+    if x < 0:
+        raise InvalidConfig(
+            f"must not be negative, got {value!r}; use a fraction such as 0.25 or a count",
+            field=field,
+        )
+    return x
 
-    return convert
+
+def _max_unavailable(v: object) -> float:
+    return _count(v, "max_unavailable")
+
+
+def _max_surge(v: object) -> float:
+    return _count(v, "max_surge")
 
 
 def _fraction_or_count(x: float, n: int, *, at_least_one: bool) -> int:
@@ -147,10 +177,8 @@ class Rolling(_Common):
             rounds up, a count is truncated. 0 (Fly's behaviour) updates in place.
     """
 
-    max_unavailable: float = attrs.field(
-        default=0.33, converter=_unit_count("max_unavailable")
-    )
-    max_surge: float = attrs.field(default=0.0, converter=_unit_count("max_surge"))
+    max_unavailable: float = attrs.field(default=0.33, converter=_max_unavailable)
+    max_surge: float = attrs.field(default=0.0, converter=_max_surge)
 
     name: ClassVar[str] = "rolling"
 
@@ -171,15 +199,20 @@ class Rolling(_Common):
         return _fraction_or_count(self.max_surge, desired, at_least_one=False)
 
 
-def _opt_gate(field: str) -> Any:
-    def convert(value: object) -> str | None:
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            raise InvalidConfig("must be a gate name (a string)", field=field)
-        return value
+def _gate(value: object, field: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidConfig("must be a gate name (a string)", field=field)
+    return value
 
-    return convert
+
+def _switch_gate(v: object) -> str | None:
+    return _gate(v, "switch_gate")
+
+
+def _step_gate(v: object) -> str | None:
+    return _gate(v, "canary_steps.gate")
 
 
 @attrs.frozen(kw_only=True)
@@ -192,8 +225,8 @@ class BlueGreen(_Common):
             fast way back), then destroy them.
     """
 
-    switch_gate: str | None = attrs.field(default=None, converter=_opt_gate("switch_gate"))
-    keep_blue_for: float = attrs.field(default=0.0, converter=_seconds("keep_blue_for"))
+    switch_gate: str | None = attrs.field(default=None, converter=_switch_gate)
+    keep_blue_for: float = attrs.field(default=0.0, converter=_keep_blue_for)
 
     name: ClassVar[str] = "bluegreen"
 
@@ -212,16 +245,14 @@ class CanaryStep:
 
     machines: int = 1
     weight: int | None = None
-    bake: float = attrs.field(default=0.0, converter=_seconds("canary_steps.bake"))
-    gate: str | None = attrs.field(default=None, converter=_opt_gate("canary_steps.gate"))
+    bake: float = attrs.field(default=0.0, converter=_bake)
+    gate: str | None = attrs.field(default=None, converter=_step_gate)
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.machines, bool) or not isinstance(self.machines, int):
             raise InvalidConfig("must be a whole number >= 1", field="canary_steps.machines")
         if self.machines < 1:
-            raise InvalidConfig(
-                f"must be >= 1, got {self.machines}", field="canary_steps.machines"
-            )
+            raise InvalidConfig(f"must be >= 1, got {self.machines}", field="canary_steps.machines")
         if self.weight is not None and (
             isinstance(self.weight, bool)
             or not isinstance(self.weight, int)
@@ -292,7 +323,9 @@ def strategy_from_name(name: str, **options: Any) -> Strategy:
     if cls is Canary:
         rolling_opts = {k: options.pop(k) for k in ("max_unavailable", "max_surge") if k in options}
         if rolling_opts:
-            common = {k: v for k, v in options.items() if k in {f.name for f in attrs.fields(_Common)}}
+            common = {
+                k: v for k, v in options.items() if k in {f.name for f in attrs.fields(_Common)}
+            }
             options["then"] = Rolling(**rolling_opts, **common)
     for key_ in list(options):
         if key_ not in fields:
@@ -619,10 +652,10 @@ def _read_mounts(data: Mapping[str, Any]) -> list[Mount]:
         source = raw.get("source")
         dest = raw.get("destination")
         if not isinstance(source, str) or not source:
-            raise InvalidConfig("needs a volume name (source = \"data\")", field=f"{field}.source")
+            raise InvalidConfig('needs a volume name (source = "data")', field=f"{field}.source")
         if not isinstance(dest, str) or not dest:
             raise InvalidConfig(
-                "needs a path (destination = \"/data\")", field=f"{field}.destination"
+                'needs a path (destination = "/data")', field=f"{field}.destination"
             )
         mounts.append(
             Mount(source=source, destination=dest, processes=_processes(raw, f"{field}.processes"))
@@ -644,8 +677,14 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
     if not isinstance(name, str):
         raise InvalidConfig(f"must be a string, got {name!r}", field="deploy.strategy")
     opts: dict[str, Any] = {}
-    for key in ("wait_timeout", "release_command_timeout", "min_healthy_time", "drain_delay",
-                "post_deploy_command_timeout", "keep_blue_for"):
+    for key in (
+        "wait_timeout",
+        "release_command_timeout",
+        "min_healthy_time",
+        "drain_delay",
+        "post_deploy_command_timeout",
+        "keep_blue_for",
+    ):
         if key in deploy:
             value = deploy[key]
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -660,7 +699,7 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
             opts[key] = _opt_str(deploy, key, f"deploy.{key}")
     for key in ("max_unavailable", "max_surge"):
         if key in deploy:
-            opts[key] = _unit_count(f"deploy.{key}")(deploy[key])
+            opts[key] = _count(deploy[key], f"deploy.{key}")
     if "auto_rollback" in deploy:
         if not isinstance(deploy["auto_rollback"], bool):
             raise InvalidConfig("must be true or false", field="deploy.auto_rollback")
@@ -679,9 +718,7 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
         return strategy_from_name(name, **opts)
     except InvalidConfig as exc:
         if exc.field and not exc.field.startswith("deploy."):
-            raise InvalidConfig(
-                exc.reason, field=f"deploy.{exc.field}"
-            ) from None
+            raise InvalidConfig(exc.reason, field=f"deploy.{exc.field}") from None
         raise
 
 
@@ -714,4 +751,3 @@ def _read_canary_steps(raw: object) -> list[CanaryStep]:
             key = (exc.field or "").rsplit(".", 1)[-1]
             raise InvalidConfig(exc.reason, field=f"{field}.{key}") from None
     return steps
-

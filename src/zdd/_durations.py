@@ -54,9 +54,7 @@ def parse_duration(
         raise InvalidConfig(f"expected a duration, got {value!r}; {_HINT}", field=field)
     if isinstance(value, int | float):
         if bare_unit is None:
-            raise InvalidConfig(
-                f"a bare number ({value!r}) has no unit here; {_HINT}", field=field
-            )
+            raise InvalidConfig(f"a bare number ({value!r}) has no unit here; {_HINT}", field=field)
         seconds = float(value) * bare_unit
     elif isinstance(value, str):
         seconds = _parse_go(value.strip(), field)

@@ -24,8 +24,10 @@ def _str(entry: Mapping[str, Any], key: str, where: str, default: str | None = N
     value = entry.get(key, default)
     if not isinstance(value, str) or not value:
         if value is None and default is None:
-            raise InvalidFleetState(f"is required (a non-empty string)", field=f"{where}.{key}")
-        raise InvalidFleetState(f"must be a non-empty string, got {value!r}", field=f"{where}.{key}")
+            raise InvalidFleetState("is required (a non-empty string)", field=f"{where}.{key}")
+        raise InvalidFleetState(
+            f"must be a non-empty string, got {value!r}", field=f"{where}.{key}"
+        )
     return value
 
 
@@ -105,7 +107,9 @@ def load_fleet(path: str | Path) -> FleetState:
     except FileNotFoundError:
         raise InvalidFleetState(f"{p}: no such file", field="--fleet") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidFleetState(f"{p}: cannot read it ({exc.__class__.__name__})", field="--fleet") from None
+        raise InvalidFleetState(
+            f"{p}: cannot read it ({exc.__class__.__name__})", field="--fleet"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

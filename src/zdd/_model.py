@@ -88,6 +88,24 @@ def _frozen_str_map(value: Mapping[str, str] | Iterable[tuple[str, str]] | None)
     return FrozenMap(value)
 
 
+def str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    """Converter: any iterable of strings to a tuple."""
+    return tuple(value)
+
+
+def _checks_tuple(value: Iterable[HealthCheck]) -> tuple[HealthCheck, ...]:
+    return tuple(value)
+
+
+def _mounts_tuple(value: Iterable[Mount]) -> tuple[Mount, ...]:
+    return tuple(value)
+
+
+def frozen_str_map(value: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> FrozenMap[str]:
+    """Converter: a mapping (or pairs) of strings to a :class:`FrozenMap`."""
+    return _frozen_str_map(value)
+
+
 def _frozen_int_map(value: Mapping[str, int] | Iterable[tuple[str, int]]) -> FrozenMap[int]:
     if isinstance(value, FrozenMap):
         return value
@@ -143,7 +161,7 @@ class HealthCheck:
     headers: FrozenMap[str] = attrs.field(
         factory=FrozenMap, converter=_frozen_str_map, repr=lambda h: _redacted_repr(h)
     )
-    processes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    processes: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +170,7 @@ class Mount:
 
     source: str
     destination: str
-    processes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    processes: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 def _redacted_repr(mapping: Mapping[str, str]) -> str:
@@ -172,8 +190,8 @@ class Release:
     env: FrozenMap[str] = attrs.field(
         factory=FrozenMap, converter=_frozen_str_map, repr=lambda e: _redacted_repr(e)
     )
-    checks: tuple[HealthCheck, ...] = attrs.field(default=(), converter=tuple)
-    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=tuple)
+    checks: tuple[HealthCheck, ...] = attrs.field(default=(), converter=_checks_tuple)
+    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_mounts_tuple)
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
 
@@ -405,8 +423,6 @@ class Desired:
         for name, regions in counts.items():
             rel = release if isinstance(release, Release) else release.get(name)
             if rel is None:
-                raise InvalidConfig(
-                    f"no release given for process group {name!r}", field="release"
-                )
+                raise InvalidConfig(f"no release given for process group {name!r}", field="release")
             specs.append(GroupSpec(name=name, release=rel, regions=regions))
         return cls(groups=specs)

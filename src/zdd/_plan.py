@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._durations import format_duration
-from ._model import FrozenMap, natural_key
+from ._model import FrozenMap, frozen_str_map, natural_key, str_tuple
 
 __all__ = [
     "ACTION_KINDS",
@@ -169,9 +169,7 @@ class WaitHealthy(Action):
     min_healthy_time: float = 0.0
 
     def describe(self) -> str:
-        held = (
-            f", held {format_duration(self.min_healthy_time)}" if self.min_healthy_time else ""
-        )
+        held = f", held {format_duration(self.min_healthy_time)}" if self.min_healthy_time else ""
         return f"{self.machine} (timeout {format_duration(self.timeout)}{held})"
 
 
@@ -182,7 +180,7 @@ class Pause(Action):
     kind: ClassVar[str] = "pause"
     duration: float
     reason: str
-    machines: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    machines: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
     def describe(self) -> str:
         return f"{format_duration(self.duration)} ({self.reason})"
@@ -231,7 +229,7 @@ class Label(Action):
     """Write ``values`` into the deployment record (``machine=None``) or a machine's labels."""
 
     kind: ClassVar[str] = "label"
-    values: FrozenMap[str] = attrs.field(converter=FrozenMap)
+    values: FrozenMap[str] = attrs.field(converter=frozen_str_map)
 
     def describe(self) -> str:
         target = self.machine or "record"
@@ -301,12 +299,16 @@ class Step:
         }
 
 
+def _steps_tuple(steps: Iterable[Step]) -> tuple[Step, ...]:
+    return tuple(steps)
+
+
 @attrs.frozen(kw_only=True)
 class Plan:
     """An ordered tuple of steps, for one strategy. Empty when nothing is to be done."""
 
     strategy: str
-    steps: tuple[Step, ...] = attrs.field(default=(), converter=tuple)
+    steps: tuple[Step, ...] = attrs.field(default=(), converter=_steps_tuple)
     summary: str = ""
 
     def __bool__(self) -> bool:
@@ -338,7 +340,9 @@ class Plan:
 
     def to_text(self) -> str:
         """Numbered steps, one action a line, each step with its reason."""
-        lines = [f"Plan ({self.strategy}): {self.summary}" if self.summary else f"Plan ({self.strategy})"]
+        lines = [
+            f"Plan ({self.strategy}): {self.summary}" if self.summary else f"Plan ({self.strategy})"
+        ]
         if not self.steps:
             lines.append("  nothing to do: the fleet already matches what is desired")
             return "\n".join(lines)

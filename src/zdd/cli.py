@@ -10,12 +10,20 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import attrs
 
-from ._config import STRATEGY_NAMES, Canary, Config, Rolling, Strategy, load_config, strategy_from_name
+from ._config import (
+    STRATEGY_NAMES,
+    Canary,
+    Config,
+    Rolling,
+    Strategy,
+    load_config,
+    strategy_from_name,
+)
 from ._errors import InvalidConfig, ZddError
 from ._fleetjson import load_fleet
 from ._model import FleetState
@@ -41,14 +49,11 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _fraction_or_count(flag: str) -> object:
+def _fraction_or_count(flag: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         t = text.strip()
         try:
-            if t.endswith("%"):
-                value = float(t[:-1]) / 100
-            else:
-                value = float(t)
+            value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number; use a fraction (0.25), a percentage "
@@ -87,7 +92,9 @@ def _build_parser() -> _Parser:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from")
+    p.add_argument(
+        "--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from"
+    )
     p.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
     p.add_argument(
         "--max-unavailable",
@@ -180,7 +187,11 @@ def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
 
 def _evolve(strategy: Rolling, overrides: dict[str, float], flag: str) -> Rolling:
     try:
-        return attrs.evolve(strategy, **overrides)
+        return attrs.evolve(
+            strategy,
+            max_unavailable=overrides.get("max_unavailable", strategy.max_unavailable),
+            max_surge=overrides.get("max_surge", strategy.max_surge),
+        )
     except InvalidConfig as exc:
         raise InvalidConfig(exc.reason, field=flag) from None
 

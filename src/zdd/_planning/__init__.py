@@ -16,7 +16,7 @@ from .._model import Desired, FleetState, FrozenMap, GroupSpec, Machine, Release
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
-from ._schedule import GroupStep, Task, schedule, Budget
+from ._schedule import Budget, GroupStep, Task, schedule
 
 __all__ = ["plan", "target_of"]
 
@@ -184,7 +184,9 @@ def _remove_group(name: str, machines: list[Machine], strategy: Strategy) -> lis
     for m in machines:
         ensure_no_volume(m, name)
         tasks.append(Task(retire_elements(ctx, m), frees_slot=True))
-    budget = Budget(group=name, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=len(machines))
+    budget = Budget(
+        group=name, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=len(machines)
+    )
     return [
         GroupStep(s.actions, s.waits, f"{name}: no longer desired; retire its machines")
         for s in schedule(tasks, budget)
@@ -226,5 +228,7 @@ def _summary(state: FleetState, desired: Desired, strategy: Strategy) -> str:
         have = [m for m in live if m.group == spec.name]
         versions = sorted({m.version for m in have})
         frm = ", ".join(versions) if versions else "nothing"
-        parts.append(f"{spec.name}: {len(have)} -> {spec.count} machines, {frm} -> {spec.release.version}")
+        parts.append(
+            f"{spec.name}: {len(have)} -> {spec.count} machines, {frm} -> {spec.release.version}"
+        )
     return "; ".join(parts) if parts else "no process groups"

@@ -23,9 +23,7 @@ from .._plan import (
 from ._schedule import Budget, Element, Task
 
 RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})
-IN_FLIGHT = frozenset(
-    {MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING}
-)
+IN_FLIGHT = frozenset({MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING})
 
 
 @attrs.frozen
@@ -75,7 +73,9 @@ class GroupContext:
 
     def stop(self, machine: str) -> Stop:
         rel = self.spec.release
-        return Stop(group=self.name, machine=machine, signal=rel.kill_signal, timeout=rel.kill_timeout)
+        return Stop(
+            group=self.name, machine=machine, signal=rel.kill_signal, timeout=rel.kill_timeout
+        )
 
     def new_keys(self, region: str, role: str, count: int) -> list[str]:
         """``count`` unused idempotency keys for machines created in ``region``."""
@@ -117,9 +117,7 @@ def recover_elements(ctx: GroupContext, m: Machine, *, release: bool = True) -> 
         if not healthy(m):
             els.append(Element((), (ctx.wait(m.id),)))
     else:  # created, stopped, suspended, failed, stopping
-        els.append(
-            Element((Start(group=ctx.name, machine=m.id),), (ctx.wait(m.id),))
-        )
+        els.append(Element((Start(group=ctx.name, machine=m.id),), (ctx.wait(m.id),)))
     if release and m.cordoned:
         els.append(Element((Uncordon(group=ctx.name, machine=m.id),)))
     return els
@@ -131,7 +129,9 @@ def in_place_task(ctx: GroupContext, m: Machine) -> Task:
     needs_room = m.serving
     pause = ctx.strategy.drain_delay > 0
     if m.serving:
-        els.append(Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ()))
+        els.append(
+            Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ())
+        )
     elif m.cordoned and m.state is MachineState.STARTED and pause:
         els.append(Element((), (ctx.drain([m.id]),)))
     els.append(
@@ -151,7 +151,9 @@ def retire_elements(ctx: GroupContext, m: Machine) -> list[Element]:
     pause = ctx.strategy.drain_delay > 0
     els: list[Element] = []
     if m.serving:
-        els.append(Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ()))
+        els.append(
+            Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ())
+        )
     elif m.cordoned and m.state in RUNNING and pause:
         els.append(Element((), (ctx.drain([m.id]),)))
     if m.state in RUNNING or m.state is MachineState.UPDATING:
@@ -169,7 +171,9 @@ def retire_task(ctx: GroupContext, m: Machine) -> Task:
     )
 
 
-def create_task(ctx: GroupContext, key: str, region: str, role: str, *, release: bool = True) -> Task:
+def create_task(
+    ctx: GroupContext, key: str, region: str, role: str, *, release: bool = True
+) -> Task:
     els = [Element((ctx.create(key, region, role),), (ctx.wait(key),))]
     if release:
         els.append(Element((Uncordon(group=ctx.name, machine=key),)))
@@ -183,7 +187,9 @@ def by_region(machines: Iterable[Machine]) -> dict[str, list[Machine]]:
     return out
 
 
-def pick_excess(ctx: GroupContext, keepers: list[Machine], excess: int, region: str) -> list[Machine]:
+def pick_excess(
+    ctx: GroupContext, keepers: list[Machine], excess: int, region: str
+) -> list[Machine]:
     """Choose ``excess`` machines to retire: outdated, then not serving, then newest ids."""
     candidates = [m for m in keepers if not m.volume]
     if len(candidates) < excess:
@@ -215,9 +221,7 @@ def rolling_tasks(
     for region in all_regions:
         here = regions.get(region, [])
         want = ctx.spec.regions.get(region, 0)
-        keepers = [
-            m for m in here if is_current(m, ctx.version) or not surge_mode or m.volume
-        ]
+        keepers = [m for m in here if is_current(m, ctx.version) or not surge_mode or m.volume]
         kept = {m.id for m in keepers}
         excess = len(keepers) - want
         retirees = pick_excess(ctx, keepers, excess, region) if excess > 0 else []
@@ -238,7 +242,9 @@ def rolling_tasks(
     return creates + tasks
 
 
-def group_budget(ctx: GroupContext, machines: Sequence[Machine], *, floor: int, ceiling: int) -> Budget:
+def group_budget(
+    ctx: GroupContext, machines: Sequence[Machine], *, floor: int, ceiling: int
+) -> Budget:
     return Budget(
         group=ctx.name,
         desired=ctx.spec.count,

@@ -106,8 +106,10 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
     out: list[GroupStep] = []
     wave_i = 0
     while True:
-        while wave_i < len(waves) and not any(queues[waves[wave_i]]) and not _in_wave(
-            active, waves[wave_i]
+        while (
+            wave_i < len(waves)
+            and not any(queues[waves[wave_i]])
+            and not _in_wave(active, waves[wave_i])
         ):
             wave_i += 1
         if wave_i >= len(waves) and not active:

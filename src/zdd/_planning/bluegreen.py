@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .._config import BlueGreen
 from .._model import MachineState
-from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
+from .._plan import Action, Cordon, Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     RUNNING,
     GroupContext,
@@ -43,8 +43,10 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     greens = [m for m in ctx.machines if is_current(m, ctx.version)]
     if not blues:
         # nothing to switch from: bring greens up (and create any missing) directly
-        tasks = rolling_tasks(ctx, ctx.machines, surge_mode=True)
-        return schedule(tasks, group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n))
+        return schedule(
+            rolling_tasks(ctx, ctx.machines, surge_mode=True),
+            group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n),
+        )
     for m in blues:
         ensure_no_volume(m, ctx.name)
     steps: list[GroupStep] = []
@@ -69,12 +71,10 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
                 tasks.append(create_task(ctx, key, region, "green", release=False))
                 green_ids.append(key)
         if tasks:
-            actions = [a for t in tasks for a in t.elements[0].actions]
-            waits = [w for t in tasks for w in t.elements[0].waits]
             steps.append(
                 GroupStep(
-                    tuple(actions),
-                    tuple(waits),
+                    tuple(a for t in tasks for a in t.elements[0].actions),
+                    tuple(w for t in tasks for w in t.elements[0].waits),
                     f"{ctx.name}: greens start hidden from traffic; blues keep serving",
                 )
             )
@@ -119,7 +119,7 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     serving_blues = [m for m in blues if m.serving]
     running_blues = [m for m in blues if m.state in RUNNING or m.state is MachineState.UPDATING]
     if running_blues:
-        waits = ()
+        waits: tuple[Action, ...] = ()
         if s.drain_delay > 0:
             waits = (
                 Pause(

@@ -27,7 +27,7 @@ from ._core import (
     recover_elements,
     rolling_tasks,
 )
-from ._schedule import Element, GroupStep, Task, schedule
+from ._schedule import GroupStep, Task, schedule
 
 PASSED = "passed"
 
@@ -68,7 +68,7 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     canaries = _canaries(ctx)
     others = [m for m in ctx.machines if m not in canaries] if canaries else list(ctx.machines)
     outdated = [m for m in others if not is_current(m, ctx.version)]
-    if not outdated and not canaries or n == 0:
+    if (not outdated and not canaries) or n == 0:
         tasks = rolling_tasks(ctx, ctx.machines, surge_mode=s.then.max_surge > 0)
         mu = s.then.unavailable_budget(n)
         budget = group_budget(
@@ -80,7 +80,9 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     return _progressive(ctx, canaries)
 
 
-def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machine]) -> list[GroupStep]:
+def _flyctl_form(
+    ctx: GroupContext, canaries: list[Machine], others: list[Machine]
+) -> list[GroupStep]:
     s = ctx.strategy
     assert isinstance(s, Canary)
     steps: list[GroupStep] = []
@@ -132,7 +134,9 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
     region = _canary_region(ctx)
     have = len(canaries)
     hidden = {m.id for m in canaries if m.cordoned}
-    unhealthy = [m for m in canaries if not (m.state is MachineState.STARTED and m.health is Health.PASSING)]
+    unhealthy = [
+        m for m in canaries if not (m.state is MachineState.STARTED and m.health is Health.PASSING)
+    ]
     new_keys: list[str] = []
     steps: list[GroupStep] = []
     for k in range(done, len(s.steps)):
@@ -143,12 +147,14 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
             tasks += [Task(recover_elements(ctx, m, release=False)) for m in unhealthy]
         missing = step.machines - have
         if missing > 0:
-            keys = ctx.new_keys(region, "canary", len(new_keys) + missing)[len(new_keys):]
+            keys = ctx.new_keys(region, "canary", len(new_keys) + missing)[len(new_keys) :]
             tasks += [create_task(ctx, key, region, "canary", release=False) for key in keys]
             new_keys += keys
             hidden.update(keys)
             have = step.machines
-        steps += _barrier(ctx, [t for t in tasks if t.elements], f"{label}: {have} canaries healthy")
+        steps += _barrier(
+            ctx, [t for t in tasks if t.elements], f"{label}: {have} canaries healthy"
+        )
         all_ids = [m.id for m in canaries] + new_keys
         release = all_ids if step.weight is not None else sorted(hidden, key=all_ids.index)
         if release:
@@ -163,11 +169,26 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
             hidden.clear()
         if step.bake > 0:
             steps.append(
-                GroupStep((), (Pause(group=ctx.name, duration=step.bake, reason="bake", machines=tuple(all_ids)),), f"{label}: bake")
+                GroupStep(
+                    (),
+                    (
+                        Pause(
+                            group=ctx.name,
+                            duration=step.bake,
+                            reason="bake",
+                            machines=tuple(all_ids),
+                        ),
+                    ),
+                    f"{label}: bake",
+                )
             )
         if step.gate and ctx.record.get(f"gate.{step.gate}") != "approved":
             steps.append(
-                GroupStep((), (Gate(group=ctx.name, name=step.gate, reason=f"canary step {k + 1}"),), f"{label}: gate")
+                GroupStep(
+                    (),
+                    (Gate(group=ctx.name, name=step.gate, reason=f"canary step {k + 1}"),),
+                    f"{label}: gate",
+                )
             )
         steps.append(
             GroupStep(
@@ -185,7 +206,13 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
         for c in canaries
     ]
     projected += [
-        Machine(id=key, version=ctx.version, group=ctx.name, region=region, labels={"zdd.role": "canary", "zdd.key": key})
+        Machine(
+            id=key,
+            version=ctx.version,
+            group=ctx.name,
+            region=region,
+            labels={"zdd.role": "canary", "zdd.key": key},
+        )
         for key in new_keys
     ]
     n = ctx.spec.count

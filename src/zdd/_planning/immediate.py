@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .._model import MachineState
-from .._plan import Create, Destroy, Start, Uncordon, Update
+from .._plan import Action, Create, Destroy, Start, Uncordon, Update
 from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess
 from ._schedule import Budget, Element, GroupStep, Task, schedule
 
@@ -17,13 +17,15 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
         excess = len(here) - want
         retired = {m.id for m in pick_excess(ctx, here, excess, region)} if excess > 0 else set()
         for m in here:
-            actions = []
+            actions: list[Action] = []
             if m.id in retired:
                 ensure_no_volume(m, ctx.name)
                 actions.append(Destroy(group=ctx.name, machine=m.id))
             elif not is_current(m, ctx.version):
                 actions.append(
-                    Update(group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version)
+                    Update(
+                        group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version
+                    )
                 )
             else:
                 if m.state not in (
@@ -39,7 +41,12 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
                 tasks.append(Task([Element((a,)) for a in actions]))
         for key in ctx.new_keys(region, "new", max(0, want - len(here))):
             create = Create(
-                group=ctx.name, region=region, version=ctx.version, key=key, role="new", hidden=False
+                group=ctx.name,
+                region=region,
+                version=ctx.version,
+                key=key,
+                role="new",
+                hidden=False,
             )
             tasks.append(Task([Element((create,))]))
     budget = Budget(
