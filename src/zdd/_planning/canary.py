@@ -66,13 +66,15 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     assert isinstance(s, Canary)
     n = ctx.spec.count
     canaries = _canaries(ctx)
-    others = [m for m in ctx.machines if m not in canaries] if canaries else list(ctx.machines)
+    canary_ids = {m.id for m in canaries}
+    others = [m for m in ctx.machines if m.id not in canary_ids]
     outdated = [m for m in others if not is_current(m, ctx.version)]
-    if (not outdated and not canaries) or n == 0:
+    if not outdated or n == 0:
+        # nothing left to prove the release against: finish as a rolling update would
         tasks = rolling_tasks(ctx, ctx.machines, surge_mode=s.then.max_surge > 0)
         mu = s.then.unavailable_budget(n)
         budget = group_budget(
-            ctx, ctx.machines, floor=n - mu, ceiling=n + max(1, s.then.surge_budget(n))
+            ctx, ctx.machines, floor=n - mu, ceiling=n + max(len(canaries), s.then.surge_budget(n))
         )
         return schedule(tasks, budget)
     if not s.steps:
@@ -153,7 +155,9 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
             hidden.update(keys)
             have = step.machines
         steps += _barrier(
-            ctx, [t for t in tasks if t.elements], f"{label}: {have} canaries healthy"
+            ctx,
+            [t for t in tasks if t.elements],
+            f"{label}: {have} {'canary' if have == 1 else 'canaries'} healthy",
         )
         all_ids = [m.id for m in canaries] + new_keys
         release = all_ids if step.weight is not None else sorted(hidden, key=all_ids.index)
