@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._durations import format_duration
-from ._model import FrozenMap, frozen_str_map, natural_key, str_tuple
+from ._model import FrozenMap, frozen_str_map, str_tuple
 
 __all__ = [
     "ACTION_KINDS",
@@ -256,18 +256,13 @@ WAIT_KINDS = frozenset({"wait_healthy", "pause", "gate"})
 AnyAction: TypeAlias = Action
 
 
+_KIND_ORDER = {k: i for i, k in enumerate(ACTION_KINDS)}
+
+
 def _sort_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
-    order = {k: i for i, k in enumerate(ACTION_KINDS)}
-    return tuple(
-        sorted(
-            actions,
-            key=lambda a: (
-                a.group,
-                order[a.kind],
-                natural_key(a.machine or (a.key if isinstance(a, Create) else "")),
-            ),
-        )
-    )
+    # Stable: within a group and kind, actions keep the order they were given in
+    # (planners give them in machine order).
+    return tuple(sorted(actions, key=lambda a: (a.group, _KIND_ORDER[a.kind])))
 
 
 @attrs.frozen(kw_only=True)

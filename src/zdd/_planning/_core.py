@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -26,6 +27,11 @@ RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})
 IN_FLIGHT = frozenset({MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING})
 
 
+@functools.lru_cache(maxsize=64)
+def _drain_pause(group: str, duration: float) -> Pause:
+    return Pause(group=group, duration=duration, reason="drain")
+
+
 @attrs.frozen
 class GroupContext:
     """Everything a group planner needs, all of it read-only."""
@@ -36,14 +42,15 @@ class GroupContext:
     record: FrozenMap[str]
     used_keys: frozenset[str]
     waves: tuple[str, ...]  # region order when region waves are on, else ()
+    # derived once: the hot paths read these for every machine
+    name: str = attrs.field(init=False)
+    version: str = attrs.field(init=False)
+    draining: bool = attrs.field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def version(self) -> str:
-        return self.spec.release.version
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "name", self.spec.name)
+        object.__setattr__(self, "version", self.spec.release.version)
+        object.__setattr__(self, "draining", self.strategy.drain_delay > 0)
 
     def wave(self, region: str) -> int:
         if not self.waves:
@@ -63,13 +70,9 @@ class GroupContext:
             min_healthy_time=self.strategy.min_healthy_time,
         )
 
-    def drain(self, machines: Sequence[str]) -> Pause:
-        return Pause(
-            group=self.name,
-            duration=self.strategy.drain_delay,
-            reason="drain",
-            machines=tuple(machines),
-        )
+    def drain(self) -> Pause:
+        """The drain pause: one value per group, shared by every step that drains."""
+        return _drain_pause(self.name, self.strategy.drain_delay)
 
     def stop(self, machine: str) -> Stop:
         rel = self.spec.release
@@ -123,39 +126,33 @@ def recover_elements(ctx: GroupContext, m: Machine, *, release: bool = True) -> 
     return els
 
 
+def _take_out(ctx: GroupContext, m: Machine, serving: bool, els: list[Element]) -> None:
+    """Cordon a serving machine, then drain; a cordoned running one only drains."""
+    if serving:
+        cordon = Cordon(group=ctx.name, machine=m.id)
+        els.append(Element((cordon,), (ctx.drain(),) if ctx.draining else ()))
+    elif ctx.draining and m.cordoned and m.state in RUNNING:
+        els.append(Element((), (ctx.drain(),)))
+
+
 def in_place_task(ctx: GroupContext, m: Machine) -> Task:
     """Update an outdated machine where it stands (volumes stay attached)."""
+    g = ctx.name
+    serving = m.serving
     els: list[Element] = []
-    needs_room = m.serving
-    pause = ctx.strategy.drain_delay > 0
-    if m.serving:
-        els.append(
-            Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ())
-        )
-    elif m.cordoned and m.state is MachineState.STARTED and pause:
-        els.append(Element((), (ctx.drain([m.id]),)))
-    els.append(
-        Element(
-            (Update(group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version),),
-            (ctx.wait(m.id),),
-        )
-    )
-    if m.serving or m.cordoned:
-        els.append(Element((Uncordon(group=ctx.name, machine=m.id),)))
-    return Task(els, wave=ctx.wave(m.region), needs_room=needs_room, gain=1)
+    _take_out(ctx, m, serving, els)
+    update = Update(group=g, machine=m.id, version=ctx.version, from_version=m.version)
+    els.append(Element((update,), (ctx.wait(m.id),)))
+    if serving or m.cordoned:
+        els.append(Element((Uncordon(group=g, machine=m.id),)))
+    return Task(els, wave=ctx.wave(m.region), needs_room=serving, gain=1)
 
 
-def retire_elements(ctx: GroupContext, m: Machine) -> list[Element]:
+def retire_elements(ctx: GroupContext, m: Machine, serving: bool | None = None) -> list[Element]:
     """Cordon, drain, stop and destroy a machine (never one with a volume)."""
     ensure_no_volume(m, ctx.name)
-    pause = ctx.strategy.drain_delay > 0
     els: list[Element] = []
-    if m.serving:
-        els.append(
-            Element((Cordon(group=ctx.name, machine=m.id),), (ctx.drain([m.id]),) if pause else ())
-        )
-    elif m.cordoned and m.state in RUNNING and pause:
-        els.append(Element((), (ctx.drain([m.id]),)))
+    _take_out(ctx, m, m.serving if serving is None else serving, els)
     if m.state in RUNNING or m.state is MachineState.UPDATING:
         els.append(Element((ctx.stop(m.id),)))
     els.append(Element((Destroy(group=ctx.name, machine=m.id),)))
@@ -163,10 +160,11 @@ def retire_elements(ctx: GroupContext, m: Machine) -> list[Element]:
 
 
 def retire_task(ctx: GroupContext, m: Machine) -> Task:
+    serving = m.serving
     return Task(
-        retire_elements(ctx, m),
+        retire_elements(ctx, m, serving),
         wave=ctx.wave(m.region),
-        needs_room=m.serving,
+        needs_room=serving,
         frees_slot=True,
     )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -31,9 +32,8 @@ from .._errors import PlanningImpossible
 from .._plan import Action
 
 
-@attrs.frozen
-class Element:
-    """What one task does in one step."""
+class Element(NamedTuple):
+    """What one task does in one step (a named tuple: planners make many)."""
 
     actions: tuple[Action, ...] = ()
     waits: tuple[Action, ...] = ()
