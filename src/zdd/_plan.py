@@ -103,16 +103,25 @@ class Create(Action):
         return f"{self.key} ({self.role}, {self.version}, {self.region}, {vis})"
 
 
+def _after_drain(drain: float) -> str:
+    return f" (after {format_duration(drain)} cordoned)" if drain else ""
+
+
 @attrs.frozen(kw_only=True)
 class Update(Action):
-    """Update a machine in place to ``version`` (it restarts), then start it."""
+    """Update a machine in place to ``version`` (it restarts), then start it.
+
+    ``drain``: the machine must have been cordoned this many seconds before the
+    update begins, so that its connections finish (0: no wait).
+    """
 
     kind: ClassVar[str] = "update"
     version: str
     from_version: str
+    drain: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.machine} {self.from_version} -> {self.version}"
+        return f"{self.machine} {self.from_version} -> {self.version}{_after_drain(self.drain)}"
 
 
 @attrs.frozen(kw_only=True)
@@ -124,14 +133,21 @@ class Start(Action):
 
 @attrs.frozen(kw_only=True)
 class Stop(Action):
-    """Stop a machine with its kill signal, waiting up to ``timeout`` seconds."""
+    """Stop a machine with its kill signal, waiting up to ``timeout`` seconds.
+
+    ``drain``: as for :class:`Update`, how long it must have been cordoned first.
+    """
 
     kind: ClassVar[str] = "stop"
     signal: str = "SIGINT"
     timeout: float = 5.0
+    drain: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.machine} ({self.signal}, {format_duration(self.timeout)})"
+        return (
+            f"{self.machine} ({self.signal}, {format_duration(self.timeout)})"
+            f"{_after_drain(self.drain)}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -175,11 +191,17 @@ class WaitHealthy(Action):
 
 @attrs.frozen(kw_only=True)
 class Pause(Action):
-    """Wait ``duration`` seconds: a drain delay, a bake, a keep-blues window."""
+    """Wait ``duration`` seconds: a canary's bake, a keep-blues window.
+
+    ``key`` names the pause within its deployment: an executor records when it
+    began under ``pause.<key>`` so that a resumed deployment does not start it
+    over, and knows a pause it has finished.
+    """
 
     kind: ClassVar[str] = "pause"
     duration: float
     reason: str
+    key: str
     machines: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
     def describe(self) -> str:

@@ -210,14 +210,13 @@ def _merge(per_group: list[list[GroupStep]]) -> list[Step]:
 
 def _merge_pauses(waits: list[Action]) -> list[Action]:
     out: list[Action] = []
-    pauses: dict[tuple[str, str, float], list[str]] = {}
+    seen: set[Pause] = set()
     for w in waits:
         if isinstance(w, Pause):
-            pauses.setdefault((w.group, w.reason, w.duration), []).extend(w.machines)
-        else:
-            out.append(w)
-    for (group, reason, duration), machines in pauses.items():
-        out.append(Pause(group=group, reason=reason, duration=duration, machines=tuple(machines)))
+            if w in seen:
+                continue
+            seen.add(w)
+        out.append(w)
     return out
 
 

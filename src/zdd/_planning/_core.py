@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -14,7 +13,6 @@ from .._plan import (
     Cordon,
     Create,
     Destroy,
-    Pause,
     Start,
     Stop,
     Uncordon,
@@ -25,11 +23,6 @@ from ._schedule import Budget, Element, Task
 
 RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})
 IN_FLIGHT = frozenset({MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING})
-
-
-@functools.lru_cache(maxsize=64)
-def _drain_pause(group: str, duration: float) -> Pause:
-    return Pause(group=group, duration=duration, reason="drain")
 
 
 @attrs.frozen
@@ -45,12 +38,12 @@ class GroupContext:
     # derived once: the hot paths read these for every machine
     name: str = attrs.field(init=False)
     version: str = attrs.field(init=False)
-    draining: bool = attrs.field(init=False)
+    drain: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "name", self.spec.name)
         object.__setattr__(self, "version", self.spec.release.version)
-        object.__setattr__(self, "draining", self.strategy.drain_delay > 0)
+        object.__setattr__(self, "drain", self.strategy.drain_delay)
 
     def wave(self, region: str) -> int:
         if not self.waves:
@@ -70,14 +63,15 @@ class GroupContext:
             min_healthy_time=self.strategy.min_healthy_time,
         )
 
-    def drain(self) -> Pause:
-        """The drain pause: one value per group, shared by every step that drains."""
-        return _drain_pause(self.name, self.strategy.drain_delay)
-
-    def stop(self, machine: str) -> Stop:
+    def stop(self, machine: str, *, drained: bool) -> Stop:
+        """Stop ``machine``; ``drained``: it was cordoned to drain (wait the drain delay)."""
         rel = self.spec.release
         return Stop(
-            group=self.name, machine=machine, signal=rel.kill_signal, timeout=rel.kill_timeout
+            group=self.name,
+            machine=machine,
+            signal=rel.kill_signal,
+            timeout=rel.kill_timeout,
+            drain=self.drain if drained else 0.0,
         )
 
     def new_keys(self, region: str, role: str, count: int) -> list[str]:
@@ -126,13 +120,12 @@ def recover_elements(ctx: GroupContext, m: Machine, *, release: bool = True) -> 
     return els
 
 
-def _take_out(ctx: GroupContext, m: Machine, serving: bool, els: list[Element]) -> None:
-    """Cordon a serving machine, then drain; a cordoned running one only drains."""
+def _take_out(ctx: GroupContext, m: Machine, serving: bool, els: list[Element]) -> bool:
+    """Cordon a serving machine; true when the next action must wait out the drain."""
     if serving:
-        cordon = Cordon(group=ctx.name, machine=m.id)
-        els.append(Element((cordon,), (ctx.drain(),) if ctx.draining else ()))
-    elif ctx.draining and m.cordoned and m.state in RUNNING:
-        els.append(Element((), (ctx.drain(),)))
+        els.append(Element((Cordon(group=ctx.name, machine=m.id),)))
+        return True
+    return m.cordoned and m.state in RUNNING
 
 
 def in_place_task(ctx: GroupContext, m: Machine) -> Task:
@@ -140,8 +133,14 @@ def in_place_task(ctx: GroupContext, m: Machine) -> Task:
     g = ctx.name
     serving = m.serving
     els: list[Element] = []
-    _take_out(ctx, m, serving, els)
-    update = Update(group=g, machine=m.id, version=ctx.version, from_version=m.version)
+    drained = _take_out(ctx, m, serving, els)
+    update = Update(
+        group=g,
+        machine=m.id,
+        version=ctx.version,
+        from_version=m.version,
+        drain=ctx.drain if drained else 0.0,
+    )
     els.append(Element((update,), (ctx.wait(m.id),)))
     if serving or m.cordoned:
         els.append(Element((Uncordon(group=g, machine=m.id),)))
@@ -152,9 +151,9 @@ def retire_elements(ctx: GroupContext, m: Machine, serving: bool | None = None) 
     """Cordon, drain, stop and destroy a machine (never one with a volume)."""
     ensure_no_volume(m, ctx.name)
     els: list[Element] = []
-    _take_out(ctx, m, m.serving if serving is None else serving, els)
+    drained = _take_out(ctx, m, m.serving if serving is None else serving, els)
     if m.state in RUNNING or m.state is MachineState.UPDATING:
-        els.append(Element((ctx.stop(m.id),)))
+        els.append(Element((ctx.stop(m.id, drained=drained),)))
     els.append(Element((Destroy(group=ctx.name, machine=m.id),)))
     return els
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .._config import BlueGreen
 from .._model import MachineState
-from .._plan import Action, Cordon, Destroy, Gate, Label, Pause, Uncordon
+from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     RUNNING,
     GroupContext,
@@ -118,29 +118,20 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     # 4. retire the blues
     serving_blues = [m for m in blues if m.serving]
     running_blues = [m for m in blues if m.state in RUNNING or m.state is MachineState.UPDATING]
-    if running_blues:
-        waits: tuple[Action, ...] = ()
-        if s.drain_delay > 0:
-            waits = (
-                Pause(
-                    group=ctx.name,
-                    duration=s.drain_delay,
-                    reason="drain",
-                    machines=tuple(m.id for m in running_blues),
-                ),
-            )
+    if serving_blues:
         steps.append(
             GroupStep(
                 tuple(Cordon(group=ctx.name, machine=m.id) for m in serving_blues),
-                waits,
-                f"{ctx.name}: greens serve; cordon and drain {len(running_blues)} blues",
+                (),
+                f"{ctx.name}: greens serve; cordon {len(serving_blues)} blues",
             )
         )
+    if running_blues:
         steps.append(
             GroupStep(
-                tuple(ctx.stop(m.id) for m in running_blues),
+                tuple(ctx.stop(m.id, drained=True) for m in running_blues),
                 (),
-                f"{ctx.name}: stop the blues",
+                f"{ctx.name}: stop the blues once drained",
             )
         )
     if s.keep_blue_for > 0:
@@ -152,6 +143,7 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
                         group=ctx.name,
                         duration=s.keep_blue_for,
                         reason="keep blues for a fast way back",
+                        key=f"{ctx.name}.keep_blues",
                         machines=tuple(m.id for m in blues),
                     ),
                 ),

@@ -180,6 +180,7 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
                             group=ctx.name,
                             duration=step.bake,
                             reason="bake",
+                            key=f"{ctx.name}.canary_step_{k + 1}.bake",
                             machines=tuple(all_ids),
                         ),
                     ),
