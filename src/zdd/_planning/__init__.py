@@ -10,17 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
+
 from .._config import BlueGreen, Canary, Immediate, Rolling, Strategy
 from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible
 from .._model import Desired, FleetState, FrozenMap, GroupSpec, Machine, Release, encode_regions
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
-from ._schedule import Budget, GroupStep, Task, schedule
+from ._schedule import Barrier, Budget, GroupStep, Phase, Scheduled, Task, lay_out
 
-__all__ = ["plan", "target_of"]
+__all__ = [
+    "DEPLOYING",
+    "DONE",
+    "ROLLED_BACK",
+    "ROLLING_BACK",
+    "Blueprint",
+    "blueprint",
+    "plan",
+    "target_of",
+]
 
-_PLANNERS: dict[type, Callable[[GroupContext], list[GroupStep]]] = {
+#: Values of the record's ``phase``.
+DEPLOYING = "deploying"
+DONE = "done"
+ROLLING_BACK = "rolling_back"
+ROLLED_BACK = "rolled_back"
+
+_PLANNERS: dict[type, Callable[[GroupContext], list[Phase]]] = {
     Immediate: immediate.plan_group,
     Rolling: rolling.plan_group,
     BlueGreen: bluegreen.plan_group,
@@ -31,6 +48,47 @@ _PLANNERS: dict[type, Callable[[GroupContext], list[GroupStep]]] = {
 def target_of(desired: Desired) -> str:
     """The deployment's identity in the record: ``group=version`` pairs."""
     return ",".join(f"{g.name}={g.release.version}" for g in desired.groups)
+
+
+@attrs.frozen
+class Blueprint:
+    """A plan before it is laid out in steps: what an executor runs online.
+
+    ``prefix`` steps run first (release command, the record's start), then every
+    group's phases run side by side, then the ``suffix`` steps (post-deploy
+    command, the record's end). :meth:`layout` turns it into the :class:`Plan`
+    a preview shows; an executor instead admits each group's tasks as budget
+    frees up, which is the same schedule without waiting for step boundaries.
+    """
+
+    strategy: str
+    summary: str
+    prefix: tuple[Step, ...]
+    groups: tuple[tuple[str, tuple[Phase, ...]], ...]
+    suffix: tuple[Step, ...]
+
+    @property
+    def empty(self) -> bool:
+        return (
+            not self.prefix
+            and not self.suffix
+            and not any(_has_work(p) for _, phases in self.groups for p in phases)
+        )
+
+    def layout(self) -> Plan:
+        """Lay the blueprint out in steps (raises PlanningImpossible when stuck)."""
+        machine_steps = _merge([lay_out(phases) for _, phases in self.groups])
+        if not machine_steps and not self.prefix and not self.suffix:
+            return Plan(strategy=self.strategy, steps=(), summary=self.summary)
+        return Plan(
+            strategy=self.strategy,
+            steps=[*self.prefix, *machine_steps, *self.suffix],
+            summary=self.summary,
+        )
+
+
+def _has_work(phase: Phase) -> bool:
+    return bool(phase.steps if isinstance(phase, Barrier) else phase.tasks)
 
 
 def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
@@ -46,6 +104,11 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
         PlanningImpossible: no plan can keep zdd's guarantees (e.g. bluegreen on
             machines with volumes).
     """
+    return blueprint(state, desired, strategy).layout()
+
+
+def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Blueprint:
+    """The :class:`Blueprint` behind :func:`plan` (same arguments, same errors)."""
     if not isinstance(state, FleetState):
         raise InvalidFleetState(f"expected a FleetState, got {type(state).__name__}")
     if not isinstance(desired, Desired):
@@ -56,9 +119,13 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
             f"expected Immediate, Rolling, BlueGreen or Canary, got {type(strategy).__name__}",
             field="strategy",
         )
-    _validate(state, desired, strategy)
     target = target_of(desired)
-    in_progress = state.record.get("phase") == "deploying" and state.record.get("target") == target
+    phase = state.record.get("phase")
+    same = state.record.get("target") == target
+    rolling_back = phase == ROLLING_BACK and same
+    in_progress = (phase == DEPLOYING and same) or rolling_back
+    if not rolling_back:
+        _validate(state, desired, strategy)
     record = state.record if in_progress else FrozenMap[str]()
     waves = _wave_order(state, desired, strategy)
     used_keys = frozenset(m.labels["zdd.key"] for m in state.machines if "zdd.key" in m.labels)
@@ -66,7 +133,7 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
     for m in state.machines:
         if m.live:
             by_group.setdefault(m.group, []).append(m)
-    per_group: list[list[GroupStep]] = []
+    groups: list[tuple[str, tuple[Phase, ...]]] = []
     for spec in desired.groups:
         ctx = GroupContext(
             spec=spec,
@@ -76,17 +143,17 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
             used_keys=used_keys,
             waves=waves,
         )
-        per_group.append(planner(ctx))
+        groups.append((spec.name, tuple(planner(ctx))))
     for name, machines in sorted(by_group.items()):
-        per_group.append(_remove_group(name, machines, strategy))
-    machine_steps = _merge(per_group)
+        groups.append((name, (_remove_group(name, machines, strategy),)))
     summary = _summary(state, desired, strategy)
-    if not machine_steps and not in_progress:
-        return Plan(strategy=strategy.name, steps=(), summary=summary)
-    steps: list[Step] = []
+    work = any(_has_work(p) for _, phases in groups for p in phases)
+    if not work and not in_progress:
+        return Blueprint(strategy=strategy.name, summary=summary, prefix=(), groups=(), suffix=())
+    prefix: list[Step] = []
     if not in_progress:
         if strategy.release_command:
-            steps.append(
+            prefix.append(
                 Step(
                     actions=[
                         RunCommand(
@@ -100,35 +167,64 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
                     why="release command, before any machine changes (a failure stops here)",
                 )
             )
-        values = {"target": target, "phase": "deploying", "strategy": strategy.name}
-        for spec in desired.groups:
-            values[f"desired.{spec.name}"] = encode_regions(spec.regions)
-        steps.append(
+        prefix.append(
             Step(
-                actions=[Label(group=APP, values=values)],
+                actions=[Label(group=APP, values=start_record(state, desired, strategy))],
                 why="record the deployment (what a resumed executor reads back)",
             )
         )
-    steps.extend(machine_steps)
-    if strategy.post_deploy_command:
-        steps.append(
+    suffix: list[Step] = []
+    if rolling_back:
+        suffix.append(
             Step(
-                actions=[
-                    RunCommand(
-                        group=APP,
-                        phase="post_deploy",
-                        command=strategy.post_deploy_command,
-                        version=target,
-                        timeout=strategy.post_deploy_command_timeout,
-                    )
-                ],
-                why="post-deploy command, once every machine runs the release",
+                actions=[Label(group=APP, values={"phase": ROLLED_BACK})],
+                why="record the rollback done",
             )
         )
-    steps.append(
-        Step(actions=[Label(group=APP, values={"phase": "done"})], why="record the deployment done")
+    else:
+        if strategy.post_deploy_command:
+            suffix.append(
+                Step(
+                    actions=[
+                        RunCommand(
+                            group=APP,
+                            phase="post_deploy",
+                            command=strategy.post_deploy_command,
+                            version=target,
+                            timeout=strategy.post_deploy_command_timeout,
+                        )
+                    ],
+                    why="post-deploy command, once every machine runs the release",
+                )
+            )
+        suffix.append(
+            Step(
+                actions=[Label(group=APP, values={"phase": DONE})],
+                why="record the deployment done",
+            )
+        )
+    return Blueprint(
+        strategy=strategy.name,
+        summary=summary,
+        prefix=tuple(prefix),
+        groups=tuple(groups),
+        suffix=tuple(suffix),
     )
-    return Plan(strategy=strategy.name, steps=steps, summary=summary)
+
+
+def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dict[str, str]:
+    """What the deployment's first label writes: its target, shape and starting versions."""
+    values = {"target": target_of(desired), "phase": DEPLOYING, "strategy": strategy.name}
+    for spec in desired.groups:
+        values[f"desired.{spec.name}"] = encode_regions(spec.regions)
+        counts: dict[str, int] = {}
+        for m in state.machines:
+            if m.live and m.group == spec.name:
+                counts[m.version] = counts.get(m.version, 0) + 1
+        if counts:
+            # the version most of the group runs: what a rollback goes back to
+            values[f"from.{spec.name}"] = max(sorted(counts), key=lambda v: counts[v])
+    return values
 
 
 def _validate(state: FleetState, desired: Desired, strategy: Strategy) -> None:
@@ -170,9 +266,8 @@ def _wave_order(state: FleetState, desired: Desired, strategy: Strategy) -> tupl
     return first + tuple(sorted(regions - set(first)))
 
 
-def _remove_group(name: str, machines: list[Machine], strategy: Strategy) -> list[GroupStep]:
+def _remove_group(name: str, machines: list[Machine], strategy: Strategy) -> Scheduled:
     """Machines of a group that is no longer desired are retired."""
-    tasks: list[Task] = []
     ctx = GroupContext(
         spec=GroupSpec(name=name, release=Release(version=machines[0].version), regions={}),
         machines=tuple(machines),
@@ -181,16 +276,14 @@ def _remove_group(name: str, machines: list[Machine], strategy: Strategy) -> lis
         used_keys=frozenset(),
         waves=(),
     )
+    tasks = []
     for m in machines:
         ensure_no_volume(m, name)
         tasks.append(Task(retire_elements(ctx, m), frees_slot=True))
     budget = Budget(
         group=name, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=len(machines)
     )
-    return [
-        GroupStep(s.actions, s.waits, f"{name}: no longer desired; retire its machines")
-        for s in schedule(tasks, budget)
-    ]
+    return Scheduled(tuple(tasks), budget, f"{name}: no longer desired; retire its machines")
 
 
 def _merge(per_group: list[list[GroupStep]]) -> list[Step]:

@@ -187,7 +187,7 @@ def by_region(machines: Iterable[Machine]) -> dict[str, list[Machine]]:
 def pick_excess(
     ctx: GroupContext, keepers: list[Machine], excess: int, region: str
 ) -> list[Machine]:
-    """Choose ``excess`` machines to retire: outdated, then not serving, then newest ids."""
+    """Choose ``excess`` machines to retire (never one with a volume)."""
     candidates = [m for m in keepers if not m.volume]
     if len(candidates) < excess:
         raise PlanningImpossible(
@@ -196,7 +196,9 @@ def pick_excess(
             f"a machine with a volume. Scale the volume machines down by hand, or keep the count"
         )
     candidates.sort(key=lambda m: natural_key(m.id), reverse=True)
-    candidates.sort(key=lambda m: (m.version == ctx.version, m.serving))
+    # outdated first, then the deployment's own machines (a rollback removes what it
+    # created), then those not serving
+    candidates.sort(key=lambda m: (m.version == ctx.version, "zdd.key" not in m.labels, m.serving))
     return candidates[:excess]
 
 

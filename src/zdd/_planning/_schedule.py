@@ -79,6 +79,42 @@ class GroupStep:
     why: str
 
 
+@attrs.frozen
+class Barrier:
+    """Steps that run one after another, every action of a step at once."""
+
+    steps: tuple[GroupStep, ...]
+
+
+@attrs.frozen
+class Scheduled:
+    """Tasks admitted under a budget (see :func:`schedule`).
+
+    ``why``, when given, replaces the budget figures as every step's reason.
+    """
+
+    tasks: tuple[Task, ...]
+    budget: Budget
+    why: str | None = None
+
+
+Phase = Barrier | Scheduled
+
+
+def lay_out(phases: Sequence[Phase]) -> list[GroupStep]:
+    """The steps of a group's phases, one phase after the other."""
+    out: list[GroupStep] = []
+    for phase in phases:
+        if isinstance(phase, Barrier):
+            out.extend(phase.steps)
+        else:
+            steps = schedule(phase.tasks, phase.budget)
+            if phase.why is not None:
+                steps = [GroupStep(s.actions, s.waits, phase.why) for s in steps]
+            out.extend(steps)
+    return out
+
+
 def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
     """Lay ``tasks`` out in steps under ``budget``.
 

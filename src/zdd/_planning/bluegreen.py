@@ -30,12 +30,12 @@ from ._core import (
     recover_elements,
     rolling_tasks,
 )
-from ._schedule import Element, GroupStep, Task, schedule
+from ._schedule import Barrier, Element, GroupStep, Phase, Scheduled, Task
 
 SWITCHED = "switched"
 
 
-def plan_group(ctx: GroupContext) -> list[GroupStep]:
+def plan_group(ctx: GroupContext) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, BlueGreen)
     n = ctx.spec.count
@@ -43,10 +43,12 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
     greens = [m for m in ctx.machines if is_current(m, ctx.version)]
     if not blues:
         # nothing to switch from: bring greens up (and create any missing) directly
-        return schedule(
-            rolling_tasks(ctx, ctx.machines, surge_mode=True),
-            group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n),
-        )
+        return [
+            Scheduled(
+                tuple(rolling_tasks(ctx, ctx.machines, surge_mode=True)),
+                group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n),
+            )
+        ]
     for m in blues:
         ensure_no_volume(m, ctx.name)
     steps: list[GroupStep] = []
@@ -157,4 +159,4 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
             f"{ctx.name}: destroy {len(blues)} blues",
         )
     )
-    return steps
+    return [Barrier(tuple(steps))]

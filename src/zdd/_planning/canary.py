@@ -27,7 +27,7 @@ from ._core import (
     recover_elements,
     rolling_tasks,
 )
-from ._schedule import GroupStep, Task, schedule
+from ._schedule import Barrier, GroupStep, Phase, Scheduled, Task
 
 PASSED = "passed"
 
@@ -61,7 +61,7 @@ def _barrier(ctx: GroupContext, tasks: list[Task], why: str) -> list[GroupStep]:
     return steps
 
 
-def plan_group(ctx: GroupContext) -> list[GroupStep]:
+def plan_group(ctx: GroupContext) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, Canary)
     n = ctx.spec.count
@@ -76,15 +76,13 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
         budget = group_budget(
             ctx, ctx.machines, floor=n - mu, ceiling=n + max(len(canaries), s.then.surge_budget(n))
         )
-        return schedule(tasks, budget)
+        return [Scheduled(tuple(tasks), budget)]
     if not s.steps:
         return _flyctl_form(ctx, canaries, others)
     return _progressive(ctx, canaries)
 
 
-def _flyctl_form(
-    ctx: GroupContext, canaries: list[Machine], others: list[Machine]
-) -> list[GroupStep]:
+def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machine]) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, Canary)
     steps: list[GroupStep] = []
@@ -120,10 +118,10 @@ def _flyctl_form(
     surge = s.then.surge_budget(n)
     tasks = rolling_tasks(ctx, others, surge_mode=surge > 0)
     budget = group_budget(ctx, others, floor=n - mu, ceiling=n + surge)
-    return steps + schedule(tasks, budget)
+    return [Barrier(tuple(steps)), Scheduled(tuple(tasks), budget)]
 
 
-def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
+def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, Canary)
     raw = ctx.record.get(f"canary.{ctx.name}", "0")
@@ -225,4 +223,4 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[GroupStep]:
     surge = s.then.surge_budget(n)
     tasks = rolling_tasks(ctx, projected, surge_mode=surge > 0)
     budget = group_budget(ctx, projected, floor=n - mu, ceiling=n + max(have, surge))
-    return steps + schedule(tasks, budget)
+    return [Barrier(tuple(steps)), Scheduled(tuple(tasks), budget)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from .._model import MachineState
 from .._plan import Action, Create, Destroy, Start, Uncordon, Update
 from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess
-from ._schedule import Budget, Element, GroupStep, Task, schedule
+from ._schedule import Budget, Element, Phase, Scheduled, Task
 
 
-def plan_group(ctx: GroupContext) -> list[GroupStep]:
+def plan_group(ctx: GroupContext) -> list[Phase]:
     tasks: list[Task] = []
     regions = by_region(ctx.machines)
     for region in sorted(set(regions) | set(ctx.spec.regions)):
@@ -57,8 +57,6 @@ def plan_group(ctx: GroupContext) -> list[GroupStep]:
         serving=0,
         live=len(ctx.machines),
     )
-    steps = schedule(tasks, budget)
     return [
-        GroupStep(s.actions, s.waits, f"{ctx.name}: every machine at once (immediate: no waits)")
-        for s in steps
+        Scheduled(tuple(tasks), budget, f"{ctx.name}: every machine at once (immediate: no waits)")
     ]

@@ -13,10 +13,10 @@ from __future__ import annotations
 from .._config import Rolling
 from .._errors import PlanningImpossible
 from ._core import GroupContext, group_budget, is_current, rolling_tasks
-from ._schedule import GroupStep, schedule
+from ._schedule import Phase, Scheduled
 
 
-def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[GroupStep]:
+def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Phase]:
     """Steps for one group under ``strategy`` (default: the context's)."""
     s = strategy if strategy is not None else ctx.strategy
     assert isinstance(s, Rolling)
@@ -33,4 +33,4 @@ def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Group
             )
     tasks = rolling_tasks(ctx, ctx.machines, surge_mode=surge > 0)
     budget = group_budget(ctx, ctx.machines, floor=n - mu, ceiling=n + surge)
-    return schedule(tasks, budget)
+    return [Scheduled(tuple(tasks), budget)]
