@@ -64,7 +64,16 @@ class PlanningImpossible(ZddError):
 
 
 class ActionFailed(ZddError):
-    """A provider could not carry out an action."""
+    """A provider could not carry out an action.
+
+    Attributes:
+        transient: true when trying again may succeed (a timeout, a 5xx, a
+            rate limit); the executor retries those with backoff.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class DeployTimeout(ZddError):

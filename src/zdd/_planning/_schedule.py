@@ -121,6 +121,7 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
     Raises:
         PlanningImpossible: when work remains and no task can ever be admitted.
     """
+    tasks = [t for t in tasks if t.elements]
     if not tasks:
         return []
     waves = sorted({t.wave for t in tasks})

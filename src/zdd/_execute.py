@@ -1,0 +1,858 @@
+"""The executor: a sans-I/O core that decides, and drivers that perform.
+
+Theory of operation. :class:`ExecutorCore` performs nothing and reads no clock.
+A driver feeds it events -- ``begin`` (the observed fleet), ``action_done``,
+``action_failed``, ``machine_seen`` (a watched machine's latest state),
+``full_observed`` (the whole fleet, when the core asked for it) and ``tick``
+(time passed) -- each with the driver's ``now``; after each event the driver
+takes :meth:`ExecutorCore.commands` (what to perform, which machines to watch,
+when to wake it) and carries them out. Two drivers run it: :func:`execute`
+(threads and wall time, for real providers) and the simulator's virtual clock
+(``zdd.sim``).
+
+The core runs a :class:`~zdd._planning.Blueprint` online: each group's tasks
+are admitted as their budget allows and every completed action may admit more
+at once (a sliding window, not lockstep batches). That is the re-plan after
+every action, done incrementally: the planner's task queues are the plan, and
+a full re-plan from observed state happens at the start, on resume, after the
+last task (to catch drift, such as a machine that crashed meanwhile) and when
+rolling back.
+
+Failures: an action that still fails after ``retries`` attempts, a machine not
+healthy within ``wait_timeout`` (or found failed), a gate that fails, or the
+overall deadline. Rolling, bluegreen (before its switch) and canary then roll
+back automatically (``auto_rollback``): in-flight actions finish, the fleet is
+observed, and a rolling plan back to the release each group started from runs
+with the same floor; every machine the deployment created is destroyed. A
+failed rollback is reported, never rolled back again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from ._config import BlueGreen, Canary, Immediate, Rolling, Strategy
+from ._errors import (
+    InvalidConfig,
+    ZddError,
+)
+from ._model import Desired, FleetState, GroupSpec, Health, Machine, MachineState, decode_regions
+from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
+from ._planning import DEPLOYING, ROLLING_BACK, Blueprint, blueprint, target_of
+from ._planning._schedule import Barrier, Budget, Element, Scheduled, Task
+from .reporters import Reporter
+
+__all__ = [
+    "DeployResult",
+    "ExecuteOptions",
+    "ExecutorCore",
+    "GateResolver",
+    "Perform",
+    "execute",
+    "rollback_desired",
+    "rollback_strategy",
+]
+
+GateResult = Literal["pass", "fail", "inconclusive", "pending"]
+GateResolver = Callable[[str], GateResult]
+
+
+@attrs.frozen(kw_only=True)
+class ExecuteOptions:
+    """How an executor runs.
+
+    Attributes:
+        concurrency: provider calls in flight at once (flyctl's default: 8).
+        retries: attempts for an action that fails transiently before giving up.
+        retry_backoff: seconds before the first retry; doubles each time.
+        deadline: the whole deployment's limit in seconds (``None``: none).
+        gates: a result per gate name, or a callable; a gate not listed is
+            ``pending`` until ``gate_timeout``.
+        gate_timeout: how long a gate may stay pending or inconclusive.
+        gate_poll: how often a pending gate is asked again.
+        max_rounds: re-plans after the last task before the core gives up on drift.
+    """
+
+    concurrency: int = 8
+    retries: int = 3
+    retry_backoff: float = 1.0
+    deadline: float | None = None
+    gates: Mapping[str, GateResult] | GateResolver = attrs.field(factory=dict)
+    gate_timeout: float = 3600.0
+    gate_poll: float = 5.0
+    max_rounds: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise InvalidConfig("must be at least 1", field="concurrency")
+        if self.retries < 0:
+            raise InvalidConfig("must be >= 0", field="retries")
+
+    def gate(self, name: str) -> GateResult:
+        if callable(self.gates):
+            return self.gates(name)
+        return self.gates.get(name, "pending")
+
+
+@attrs.frozen(kw_only=True)
+class DeployResult:
+    """How a deployment ended.
+
+    Attributes:
+        outcome: ``converged``, ``rolled_back`` or ``failed``.
+        error: why it did not converge, if it did not.
+        actions: provider calls made (retries included).
+        elapsed: seconds from start to end on the executor's clock.
+    """
+
+    outcome: Literal["converged", "rolled_back", "failed"]
+    error: str | None = None
+    actions: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def converged(self) -> bool:
+        return self.outcome == "converged"
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.outcome == "rolled_back"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "error": self.error,
+            "actions": self.actions,
+            "elapsed_s": round(self.elapsed, 3),
+        }
+
+
+@attrs.frozen
+class Perform:
+    """A command to the driver: carry out ``action``; answer with ``ref``."""
+
+    ref: int
+    action: Action
+
+
+# -- rollback ------------------------------------------------------------------
+
+
+def rollback_strategy(strategy: Strategy) -> Rolling:
+    """The rolling update that takes a failed deployment back, floor held."""
+    common = {
+        f.name: getattr(strategy, f.name)
+        for f in attrs.fields(Rolling)
+        if f.name
+        in (
+            "wait_timeout",
+            "min_healthy_time",
+            "drain_delay",
+            "region_waves",
+        )
+    }
+    if isinstance(strategy, Rolling):
+        return Rolling(
+            max_unavailable=strategy.max_unavailable, max_surge=strategy.max_surge, **common
+        )
+    if isinstance(strategy, Canary):
+        # the canaries serve: retire them first, replace what was updated, floor = desired
+        return Rolling(max_unavailable=0, max_surge=max(1, strategy.canary_machines), **common)
+    # bluegreen before its switch: the greens are hidden, the blues untouched
+    return Rolling(max_unavailable=0, max_surge=1, **common)
+
+
+def rollback_desired(state: FleetState, forward: Desired) -> Desired:
+    """Where a rollback goes: each group's starting version (``from.<group>``) and shape."""
+    groups = []
+    for spec in forward.groups:
+        version = state.record.get(f"from.{spec.name}")
+        if version is None:
+            continue  # a group that did not exist before: nothing to go back to
+        shape = state.record.get(f"desired.{spec.name}")
+        regions = decode_regions(shape) if shape else dict(spec.regions)
+        groups.append(
+            GroupSpec(
+                name=spec.name,
+                release=attrs.evolve(spec.release, version=version),
+                regions=regions,
+            )
+        )
+    return Desired(groups=groups)
+
+
+# -- the core --------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One task being carried out: its element, what is in flight, what it waits for."""
+
+    task: Task
+    owner: _PhaseRun | None
+    idx: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    waits: list[Action] = attrs.Factory(list)
+    waits_started: float = 0.0
+
+
+@attrs.define(eq=False)
+class _PhaseRun:
+    """A Scheduled phase run online: the scheduler's loop, driven by events."""
+
+    group: str
+    budget: Budget
+    why: str | None
+    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]]
+    waves: list[int]
+    serving: int
+    live: int
+    wave_i: int = 0
+    active: int = 0
+    active_by_wave: dict[int, int] = attrs.Factory(dict)
+
+    @classmethod
+    def of(cls, group: str, phase: Scheduled) -> _PhaseRun:
+        tasks = [t for t in phase.tasks if t.elements]
+        waves = sorted({t.wave for t in tasks})
+        queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]] = {
+            w: (deque(), deque(), deque()) for w in waves
+        }
+        for t in tasks:
+            free, slot, room = queues[t.wave]
+            (slot if t.needs_slot else room if t.needs_room else free).append(t)
+        return cls(
+            group=group,
+            budget=phase.budget,
+            why=phase.why,
+            queues=queues,
+            waves=waves,
+            serving=phase.budget.serving,
+            live=phase.budget.live,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.active == 0 and all(not any(q) for q in self.queues.values())
+
+    def admit(self) -> list[Task]:
+        """Tasks the budgets allow now (the scheduler's admission rule)."""
+        while (
+            self.wave_i < len(self.waves)
+            and not any(self.queues[self.waves[self.wave_i]])
+            and not self.active_by_wave.get(self.waves[self.wave_i])
+        ):
+            self.wave_i += 1
+        if self.wave_i >= len(self.waves):
+            return []
+        wave = self.waves[self.wave_i]
+        free, slot, room = self.queues[wave]
+        out: list[Task] = []
+        while free:
+            out.append(free.popleft())
+        while slot and self.live + 1 <= self.budget.ceiling:
+            task = slot.popleft()
+            self.live += 1
+            if task.needs_room:
+                self.serving -= 1
+            out.append(task)
+        while room and self.serving - 1 >= self.budget.floor:
+            out.append(room.popleft())
+            self.serving -= 1
+        self.active += len(out)
+        self.active_by_wave[wave] = self.active_by_wave.get(wave, 0) + len(out)
+        return out
+
+    def finished(self, task: Task) -> None:
+        self.active -= 1
+        self.active_by_wave[task.wave] -= 1
+        self.serving += task.gain
+        if task.frees_slot:
+            self.live -= 1
+
+    def stuck(self) -> bool:
+        return self.active == 0 and not self.done
+
+
+Mode = Literal["forward", "draining", "rollback", "finished"]
+
+
+class ExecutorCore:
+    """Decides what to perform next; performs nothing (see the module docstring).
+
+    Args:
+        desired: what the deployment should produce.
+        strategy: how.
+        options: concurrency, retries, deadline, gates.
+        reporter: progress hooks.
+    """
+
+    def __init__(
+        self,
+        desired: Desired,
+        strategy: Strategy,
+        *,
+        options: ExecuteOptions | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.desired = desired
+        self.strategy = strategy
+        self.options = options or ExecuteOptions()
+        self.reporter = reporter or Reporter()
+        self.mode: Mode = "forward"
+        self.result: DeployResult | None = None
+        self._t0 = 0.0
+        self._now = 0.0
+        self._refs = itertools.count(1)
+        self._seq = itertools.count()
+        self._ready: list[tuple[float, int, Action, _Run, int]] = []  # (at, seq, action, run, try)
+        self._in_flight: dict[int, tuple[Action, _Run, int]] = {}
+        self._out: list[Perform] = []
+        self._ids: dict[str, str] = {}  # create key -> machine id
+        self._cordoned_at: dict[str, float] = {}
+        self._record: dict[str, str] = {}
+        self._watch: dict[str, list[tuple[_Run, WaitHealthy, float]]] = {}
+        self._healthy_since: dict[str, float] = {}
+        self._waiting: list[_Run] = []  # runs whose actions are done and waits pending
+        self._chain: list[Element] = []
+        self._chain_run: _Run | None = None
+        self._stage: Literal["prefix", "groups", "suffix", "idle"] = "idle"
+        self._groups_bp: Blueprint | None = None
+        self._suffix: tuple[Element, ...] = ()
+        self._groups: dict[str, list[Any]] = {}
+        self._group_phase: dict[str, _PhaseRun | None] = {}
+        self._rounds = 0
+        self._want_full_observe = False
+        self._failure: str | None = None
+        self._actions = 0
+        self._wake: float | None = None
+        self._forward_target = target_of(desired)
+        self._rollback_desired: Desired | None = None
+        self._rollback_strategy: Rolling | None = None
+        self._watch_changes: set[str] = set()
+
+    # -- what the driver reads -------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.mode == "finished"
+
+    def commands(self) -> list[Perform]:
+        """Actions to perform now (each exactly once)."""
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def watched(self) -> frozenset[str]:
+        """Machines whose state the driver should report with :meth:`machine_seen`."""
+        return frozenset(self._watch)
+
+    def take_new_watches(self) -> set[str]:
+        """Machines watched since the last call (the driver reports them at once)."""
+        out, self._watch_changes = self._watch_changes, set()
+        return out
+
+    @property
+    def wants_full_observe(self) -> bool:
+        """True when the driver should call :meth:`full_observed` with the whole fleet."""
+        return self._want_full_observe
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the driver should call :meth:`tick` if nothing else happens first."""
+        times = [t for t in (self._wake,) if t is not None]
+        if self._ready and len(self._in_flight) < self.options.concurrency:
+            times.append(self._ready[0][0])
+        for runs in self._watch.values():
+            times.extend(deadline for _, _, deadline in runs)
+        if self.options.deadline is not None and self.mode != "finished":
+            times.append(self._t0 + self.options.deadline)
+        return min(times) if times else None
+
+    @property
+    def actions(self) -> int:
+        return self._actions
+
+    # -- events ----------------------------------------------------------------
+
+    def begin(self, now: float, state: FleetState) -> None:
+        """Start (or resume) from the observed fleet."""
+        self._now = self._t0 = now
+        self._record = dict(state.record)
+        phase = state.record.get("phase")
+        rb_of = state.record.get("rollback_of")
+        try:
+            if phase == ROLLING_BACK and rb_of == self._forward_target:
+                # resuming a rollback of this very deployment
+                self._prepare_rollback(state)
+                self.mode = "rollback"
+                bp = self._blueprint(state)
+            else:
+                bp = self._blueprint(state)
+                bp.layout()  # fail fast: a plan that cannot be laid out cannot run
+        except ZddError as exc:
+            self._finish("failed", str(exc))
+            return
+        self.reporter.deployment_started(0.0, bp.summary, bp.strategy)
+        self._start_blueprint(bp)
+        self._pump()
+
+    def action_done(self, now: float, ref: int, machine: Machine | None = None) -> None:
+        """The provider carried out the action ``ref``; ``machine`` is its result, if any."""
+        self._now = now
+        entry = self._in_flight.pop(ref, None)
+        if entry is None:
+            return
+        action, run, _ = entry
+        self.reporter.action_finished(self._elapsed, action, None)
+        if isinstance(action, Create):
+            if machine is None:
+                self._fail(f"provider created {action.key} but returned no machine")
+            else:
+                self._ids[action.key] = machine.id
+        elif action.kind == "cordon" and action.machine:
+            self._cordoned_at[action.machine] = now
+        elif action.kind == "uncordon" and action.machine:
+            self._cordoned_at.pop(action.machine, None)
+        elif isinstance(action, Label) and action.machine is None:
+            self._record.update(action.values)
+        run.in_flight -= 1
+        self._advance(run)
+        self._pump()
+
+    def action_failed(self, now: float, ref: int, error: str, *, transient: bool = True) -> None:
+        """The action ``ref`` failed; transient failures are retried."""
+        self._now = now
+        entry = self._in_flight.pop(ref, None)
+        if entry is None:
+            return
+        action, run, attempt = entry
+        if transient and attempt < self.options.retries and self.mode != "draining":
+            delay = self.options.retry_backoff * (2**attempt)
+            run.in_flight -= 1
+            run.queued += 1
+            heapq.heappush(self._ready, (now + delay, next(self._seq), action, run, attempt + 1))
+        else:
+            run.in_flight -= 1
+            self.reporter.action_finished(self._elapsed, action, error)
+            self._fail(f"{action.kind} {action.describe()} failed: {error}")
+        self._pump()
+
+    def machine_seen(self, now: float, machine: Machine | None, machine_id: str) -> None:
+        """The latest state of a watched machine (``None``: it is gone)."""
+        self._now = now
+        runs = self._watch.get(machine_id)
+        if not runs:
+            return
+        if machine is None or machine.state in (MachineState.DESTROYED, MachineState.FAILED):
+            what = "is gone" if machine is None else f"is {machine.state.value}"
+            self._fail(f"machine {machine_id} {what} while waiting for it to be healthy")
+            self._pump()
+            return
+        healthy = machine.state is MachineState.STARTED and machine.health is Health.PASSING
+        if healthy:
+            self._healthy_since.setdefault(machine_id, now)
+        else:
+            self._healthy_since.pop(machine_id, None)
+        self._check_health(machine_id)
+        self._pump()
+
+    def full_observed(self, now: float, state: FleetState) -> None:
+        """The whole fleet, as the core asked (:attr:`wants_full_observe`)."""
+        self._now = now
+        self._want_full_observe = False
+        self._record.update(state.record)
+        try:
+            if self.mode == "draining":
+                self._prepare_rollback(state)
+                self.mode = "rollback"
+                assert self._rollback_desired is not None
+                values = {
+                    "phase": ROLLING_BACK,
+                    "target": target_of(self._rollback_desired),
+                    "rollback_of": self._forward_target,
+                }
+                # plan as the resumed rollback will see it: the record already says so
+                state = FleetState(machines=state.machines, record=state.record.update(values))
+                self.reporter.step_started(self._elapsed, "roll back to the starting release")
+                bp = self._blueprint(state)
+                bp.layout()
+                self._start_blueprint(bp, first=Label(group="*", values=values))
+            elif self._stage == "groups":
+                bp = self._blueprint(state)
+                if not bp.empty and any(_work(p) for _, ps in bp.groups for p in ps):
+                    self._rounds += 1
+                    if self._rounds > self.options.max_rounds:
+                        self._fail("the fleet keeps drifting away from the plan")
+                    else:
+                        self.reporter.step_started(self._elapsed, "re-plan from the observed fleet")
+                        self._start_groups(bp)
+                else:
+                    self._start_suffix()
+        except ZddError as exc:
+            self._finish("failed", str(exc))
+        self._pump()
+
+    def tick(self, now: float) -> None:
+        """Time passed; check timers, deadlines and gates."""
+        self._now = now
+        if self.mode == "finished":
+            return
+        if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
+            self._fail(f"the deployment did not finish within {self.options.deadline:g}s")
+        for machine_id in list(self._watch):
+            self._check_health(machine_id)
+        for run in list(self._waiting):
+            self._check_waits(run)
+        self._pump()
+
+    # -- internals ---------------------------------------------------------------
+
+    @property
+    def _elapsed(self) -> float:
+        return self._now - self._t0
+
+    def _blueprint(self, state: FleetState) -> Blueprint:
+        if self.mode == "rollback" or self.mode == "draining":
+            assert self._rollback_desired is not None and self._rollback_strategy is not None
+            return blueprint(state, self._rollback_desired, self._rollback_strategy)
+        return blueprint(state, self.desired, self.strategy)
+
+    def _prepare_rollback(self, state: FleetState) -> None:
+        self._rollback_desired = rollback_desired(state, self.desired)
+        self._rollback_strategy = rollback_strategy(self.strategy)
+
+    def _start_blueprint(self, bp: Blueprint, first: Action | None = None) -> None:
+        prefix = [Element(s.actions, s.waits) for s in bp.prefix]
+        if first is not None:
+            prefix.insert(0, Element((first,)))
+        self._groups_bp = bp
+        self._suffix = tuple(Element(s.actions, s.waits) for s in bp.suffix)
+        if prefix:
+            self._stage = "prefix"
+            self._start_chain(prefix)
+        else:
+            self._start_groups(bp)
+
+    def _start_chain(self, elements: list[Element]) -> None:
+        run = _Run(task=Task(elements), owner=None)
+        self._chain_run = run
+        self._begin_element(run)
+
+    def _start_groups(self, bp: Blueprint) -> None:
+        self._stage = "groups"
+        self._groups = {name: list(phases) for name, phases in bp.groups}
+        self._group_phase = {}
+        for name in self._groups:
+            self._next_phase(name)
+        self._maybe_groups_done()
+
+    def _next_phase(self, group: str) -> None:
+        phases = self._groups[group]
+        while phases:
+            phase = phases.pop(0)
+            scheduled = (
+                phase
+                if isinstance(phase, Scheduled)
+                else Scheduled(
+                    (Task([Element(s.actions, s.waits) for s in phase.steps]),),
+                    Budget(
+                        group=group, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=0
+                    ),
+                    phase.steps[0].why if phase.steps else None,
+                )
+            )
+            if not any(t.elements for t in scheduled.tasks):
+                continue
+            pr = _PhaseRun.of(group, scheduled)
+            self._group_phase[group] = pr
+            if isinstance(phase, Barrier) and phase.steps:
+                self.reporter.step_started(self._elapsed, phase.steps[0].why)
+            else:
+                self.reporter.step_started(
+                    self._elapsed,
+                    scheduled.why
+                    or f"{group}: rolling, floor {pr.budget.floor} serving, "
+                    f"ceiling {pr.budget.ceiling} machines",
+                )
+            self._admit(pr)
+            return
+        self._group_phase[group] = None
+
+    def _admit(self, pr: _PhaseRun) -> None:
+        if self.mode == "draining":
+            return
+        for task in pr.admit():
+            run = _Run(task=task, owner=pr)
+            self._begin_element(run)
+        if pr.stuck():
+            self._fail(
+                f"group {pr.group!r}: no task can be admitted (serving {pr.serving}, "
+                f"floor {pr.budget.floor}, live {pr.live}, ceiling {pr.budget.ceiling})"
+            )
+
+    def _begin_element(self, run: _Run) -> None:
+        el = run.task.elements[run.idx]
+        for action in el.actions:
+            at = self._now
+            if isinstance(action, Update | Stop) and action.drain > 0 and action.machine:
+                machine = self._ids.get(action.machine, action.machine)
+                cordoned = self._cordoned_at.setdefault(machine, self._now)
+                at = max(at, cordoned + action.drain)
+                if at > self._now:
+                    self.reporter.waiting(
+                        self._elapsed, f"{machine}: drain {action.drain:g}s before {action.kind}"
+                    )
+            run.queued += 1
+            heapq.heappush(self._ready, (at, next(self._seq), action, run, 0))
+        run.waits = list(el.waits)
+        self._advance(run)
+
+    def _advance(self, run: _Run) -> None:
+        if run.in_flight or run.queued:
+            return
+        if run.waits:
+            if run not in self._waiting:
+                run.waits_started = self._now
+                self._waiting.append(run)
+                self._start_waits(run)
+            self._check_waits(run)
+            return
+        self._element_done(run)
+
+    def _start_waits(self, run: _Run) -> None:
+        for w in run.waits:
+            if isinstance(w, WaitHealthy) and w.machine:
+                machine = self._ids.get(w.machine, w.machine)
+                self._watch.setdefault(machine, []).append((run, w, self._now + w.timeout))
+                self._watch_changes.add(machine)
+                self.reporter.waiting(self._elapsed, f"{machine} healthy")
+            elif isinstance(w, Pause):
+                key = f"pause.{w.key}"
+                started = _float(self._record.get(key))
+                if started is None:
+                    started = self._now
+                    self._record[key] = repr(started)
+                    self._enqueue_side(Label(group="*", values={key: repr(started)}))
+                self.reporter.waiting(self._elapsed, f"{w.describe()}")
+            elif isinstance(w, Gate):
+                self.reporter.waiting(self._elapsed, f"gate {w.name}")
+
+    def _check_health(self, machine_id: str) -> None:
+        runs = self._watch.get(machine_id)
+        if not runs:
+            return
+        since = self._healthy_since.get(machine_id)
+        keep = []
+        satisfied = []
+        for run, w, deadline in runs:
+            if since is not None and self._now - since >= w.min_healthy_time:
+                satisfied.append((run, w))
+            elif self._now >= deadline:
+                self._fail(
+                    f"machine {machine_id} was not healthy within {w.timeout:g}s (wait_timeout)"
+                )
+                return
+            else:
+                keep.append((run, w, deadline))
+                if since is not None:
+                    self._set_wake(since + w.min_healthy_time)
+        if keep:
+            self._watch[machine_id] = keep
+        else:
+            del self._watch[machine_id]
+            self._healthy_since.pop(machine_id, None)
+        for run, w in satisfied:
+            run.waits.remove(w)
+            self._check_waits(run)
+
+    def _check_waits(self, run: _Run) -> None:
+        for w in list(run.waits):
+            if isinstance(w, Pause):
+                started = _float(self._record.get(f"pause.{w.key}")) or self._now
+                if self._now >= started + w.duration:
+                    run.waits.remove(w)
+                else:
+                    self._set_wake(started + w.duration)
+            elif isinstance(w, Gate):
+                self._check_gate(run, w)
+        if not any(isinstance(w, WaitHealthy) for w in run.waits) and not run.waits:
+            if run in self._waiting:
+                self._waiting.remove(run)
+            self._element_done(run)
+
+    def _check_gate(self, run: _Run, gate: Gate) -> None:
+        if self._record.get(f"gate.{gate.name}") == "approved":
+            run.waits.remove(gate)
+            return
+        result = self.options.gate(gate.name)
+        self.reporter.gate(self._elapsed, gate.name, result)
+        if result == "pass":
+            run.waits.remove(gate)
+            self._record[f"gate.{gate.name}"] = "approved"
+            self._enqueue_side(Label(group="*", values={f"gate.{gate.name}": "approved"}))
+        elif result == "fail":
+            self._fail(f"gate {gate.name!r} failed")
+        elif self._now - run.waits_started >= self.options.gate_timeout:
+            self._fail(f"gate {gate.name!r} still {result} after {self.options.gate_timeout:g}s")
+        else:
+            self._set_wake(self._now + self.options.gate_poll)
+
+    def _enqueue_side(self, action: Action) -> None:
+        """An action nobody waits for (record keeping)."""
+        run = _Run(task=Task([Element((action,))]), owner=None)
+        run.queued += 1
+        heapq.heappush(self._ready, (self._now, next(self._seq), action, run, 0))
+
+    def _element_done(self, run: _Run) -> None:
+        if run.in_flight or run.queued or run.waits:
+            return
+        if run in self._waiting:
+            self._waiting.remove(run)
+        if self.mode == "finished":
+            return
+        run.idx += 1
+        if run.idx < len(run.task.elements) and self.mode != "draining":
+            self._begin_element(run)
+            return
+        if run.idx < len(run.task.elements):
+            return  # draining: stop here
+        # the task is complete
+        if run is self._chain_run:
+            self._chain_run = None
+            if self._stage == "prefix":
+                assert self._groups_bp is not None
+                self._start_groups(self._groups_bp)
+            elif self._stage == "suffix":
+                self._finish("rolled_back" if self.mode == "rollback" else "converged", None)
+            return
+        pr = run.owner
+        if pr is None:
+            return  # a side action
+        pr.finished(run.task)
+        if pr.done:
+            if self._group_phase.get(pr.group) is pr:
+                self._next_phase(pr.group)
+            self._maybe_groups_done()
+        else:
+            self._admit(pr)
+
+    def _maybe_groups_done(self) -> None:
+        if self._stage != "groups" or self.mode == "draining":
+            return
+        if all(pr is None for pr in self._group_phase.values()):
+            # every group is done: observe the fleet and re-plan before the suffix
+            self._want_full_observe = True
+
+    def _start_suffix(self) -> None:
+        self._stage = "suffix"
+        if self._suffix:
+            self._start_chain(list(self._suffix))
+        else:
+            self._finish("rolled_back" if self.mode == "rollback" else "converged", None)
+
+    def _fail(self, reason: str) -> None:
+        if self.mode in ("finished", "draining"):
+            return
+        self._failure = reason
+        if self.mode == "rollback":
+            self._finish("failed", f"rollback failed: {reason}")
+            return
+        if self._can_roll_back():
+            self.mode = "draining"
+            self.reporter.rollback_started(self._elapsed, reason)
+            self._ready = [
+                r for r in self._ready if r[3].owner is None and r[3] is not self._chain_run
+            ]
+            heapq.heapify(self._ready)
+            self._watch.clear()
+            self._waiting.clear()
+            self._maybe_drained()
+        else:
+            self._finish("failed", reason)
+
+    def _can_roll_back(self) -> bool:
+        if not self.strategy.auto_rollback or isinstance(self.strategy, Immediate):
+            return False
+        if (
+            self._record.get("phase") != DEPLOYING
+            or self._record.get("target") != self._forward_target
+        ):
+            return False  # nothing was changed yet (the release command failed, or earlier)
+        if isinstance(self.strategy, BlueGreen):
+            # after the switch the greens serve: going back would be a new deployment
+            return not any(
+                self._record.get(f"bluegreen.{g.name}") == "switched" for g in self.desired.groups
+            )
+        return True
+
+    def _maybe_drained(self) -> None:
+        if self.mode == "draining" and not self._in_flight:
+            self._ready.clear()
+            self._want_full_observe = True
+
+    def _finish(
+        self, outcome: Literal["converged", "rolled_back", "failed"], error: str | None
+    ) -> None:
+        if self.mode == "finished":
+            return
+        self.mode = "finished"
+        self._ready.clear()
+        self._watch.clear()
+        self._waiting.clear()
+        self.result = DeployResult(
+            outcome=outcome, error=error, actions=self._actions, elapsed=self._elapsed
+        )
+        self.reporter.finished(self._elapsed, self.result)
+
+    def _set_wake(self, at: float) -> None:
+        if self._wake is None or at < self._wake or self._wake <= self._now:
+            self._wake = at
+
+    def _pump(self) -> None:
+        """Start ready actions up to the concurrency bound."""
+        if self.mode == "draining":
+            self._maybe_drained()
+        if self._wake is not None and self._wake <= self._now:
+            self._wake = None
+        while (
+            self._ready
+            and len(self._in_flight) < self.options.concurrency
+            and self._ready[0][0] <= self._now
+            and self.mode != "finished"
+        ):
+            _, _, action, run, attempt = heapq.heappop(self._ready)
+            run.queued -= 1
+            run.in_flight += 1
+            action = self._resolve(action)
+            ref = next(self._refs)
+            self._in_flight[ref] = (action, run, attempt)
+            self._actions += 1
+            if attempt == 0:
+                self.reporter.action_started(self._elapsed, action)
+            self._out.append(Perform(ref, action))
+
+    def _resolve(self, action: Action) -> Action:
+        if action.machine is not None and action.machine in self._ids:
+            return attrs.evolve(action, machine=self._ids[action.machine])
+        return action
+
+
+def _work(phase: Any) -> bool:
+    return bool(phase.steps if isinstance(phase, Barrier) else phase.tasks)
+
+
+def _float(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None

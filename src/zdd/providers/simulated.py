@@ -1,0 +1,588 @@
+"""The simulated fleet: a discrete-event model of Fly machines on a virtual clock.
+
+It is zdd's embedded default provider: every strategy can be previewed, timed
+and stress-tested without a cloud. Everything random comes from one seeded
+generator, so a run is reproducible from its seed.
+
+The model:
+
+* **Machines** boot in a time drawn per release (log-normal around a median);
+  their checks start after the release's grace period and run every interval;
+  a release's health is ``passing``, ``failing`` or ``flaky`` (each check passes
+  with a probability). A machine without checks is healthy once started.
+* **API calls** take ``api_latency`` seconds and may fail transiently
+  (``Faults.api_error_rate``); creates may fail (``create_failure_rate``).
+* **Faults**: machines crash at random times (``machine_crashes``); the
+  executor may be made to crash after K actions (``executor_crash_after``).
+* **Traffic** (:class:`Traffic`): a constant rate of requests over serving
+  machines of the traffic group, each taking at most its ``capacity``; requests
+  fail when nothing serves, when serving machines are over capacity, or when
+  their machine stops while still routed (in flight for ``request_time``).
+  Long-lived connections are dropped when their machine stops without having
+  been cordoned for ``reconnect_time`` first.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import math
+import random
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import attrs
+
+from .._errors import ActionFailed, DeploymentLocked, ProviderContractError
+from .._model import FleetState, Health, Machine, MachineState
+from .._plan import (
+    Action,
+    Cordon,
+    Create,
+    Destroy,
+    Label,
+    RunCommand,
+    Start,
+    Stop,
+    Uncordon,
+    Update,
+)
+from . import Capabilities
+
+__all__ = ["Faults", "ReleaseBehaviour", "SimulatedFleet", "Traffic"]
+
+HealthMode = Literal["passing", "failing", "flaky"]
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseBehaviour:
+    """How machines of one release behave.
+
+    Attributes:
+        boot_time: median seconds from start to ``started``.
+        boot_sigma: log-normal sigma of boot times (0: always ``boot_time``).
+        health: ``passing``, ``failing`` (checks never pass) or ``flaky``.
+        flaky_pass: for ``flaky``, the probability that one check passes.
+        grace_period: seconds before the first check.
+        check_interval: seconds between checks.
+        has_checks: false: a started machine is healthy at once.
+    """
+
+    boot_time: float = 10.0
+    boot_sigma: float = 0.0
+    health: HealthMode = "passing"
+    flaky_pass: float = 0.7
+    grace_period: float = 1.0
+    check_interval: float = 5.0
+    has_checks: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """Faults to inject.
+
+    Attributes:
+        create_failure_rate: probability that a create call fails.
+        api_error_rate: probability that any call fails transiently.
+        machine_crashes: machines that crash at random during the run.
+        crash_window: the crashes happen within this many seconds of the start.
+        executor_crash_after: the executor dies after this many actions, then a
+            new one resumes once the lock has expired.
+        release_command_fails: the release command exits non-zero.
+    """
+
+    create_failure_rate: float = 0.0
+    api_error_rate: float = 0.0
+    machine_crashes: int = 0
+    crash_window: float = 120.0
+    executor_crash_after: int | None = None
+    release_command_fails: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Traffic:
+    """The load the fleet serves while it is deployed.
+
+    Attributes:
+        rps: requests per second, spread evenly over serving machines.
+        capacity: requests per second one machine can take (``None``: no limit).
+        connections: long-lived connections (websockets) held open.
+        request_time: seconds a request is in flight.
+        reconnect_time: how long a machine must be cordoned before it stops for
+            its connections to move away cleanly.
+        group: the process group that takes traffic (``None``: ``app`` if the
+            fleet has it, else every group).
+    """
+
+    rps: float = 100.0
+    capacity: float | None = None
+    connections: int = 100
+    request_time: float = 0.25
+    reconnect_time: float = 1.0
+    group: str | None = None
+
+
+@attrs.define(eq=False)
+class _M:
+    """A simulated machine (mutable; :meth:`freeze` gives the model's value)."""
+
+    id: str
+    version: str
+    group: str
+    region: str
+    state: MachineState
+    health: Health
+    cordoned: bool
+    volume: str | None
+    labels: dict[str, str]
+    gen: int = 0
+    cordoned_at: float | None = None
+    served: bool = False
+
+    def freeze(self) -> Machine:
+        return Machine(
+            id=self.id,
+            version=self.version,
+            group=self.group,
+            region=self.region,
+            state=self.state,
+            health=self.health,
+            cordoned=self.cordoned,
+            volume=self.volume,
+            labels=self.labels,
+        )
+
+    @property
+    def serving(self) -> bool:
+        return (
+            self.state is MachineState.STARTED
+            and self.health is Health.PASSING
+            and not self.cordoned
+        )
+
+    @property
+    def live(self) -> bool:
+        return self.state not in (MachineState.DESTROYED, MachineState.DESTROYING)
+
+
+class SimulatedFleet:
+    """A simulated fleet: the :class:`~zdd.providers.Provider` of the simulator.
+
+    Args:
+        state: the starting fleet.
+        releases: behaviour per release version (missing ones use ``default``).
+        default: behaviour of any other release.
+        faults: what goes wrong.
+        traffic: the load.
+        seed: seeds every random draw.
+        api_latency: seconds an API call takes.
+        command_time: seconds a release or post-deploy command runs.
+    """
+
+    def __init__(
+        self,
+        state: FleetState,
+        *,
+        releases: Mapping[str, ReleaseBehaviour] | None = None,
+        default: ReleaseBehaviour | None = None,
+        faults: Faults | None = None,
+        traffic: Traffic | None = None,
+        seed: int = 0,
+        api_latency: float = 0.2,
+        command_time: float = 5.0,
+    ) -> None:
+        self.releases = dict(releases or {})
+        self.default = default or ReleaseBehaviour()
+        self.faults = faults or Faults()
+        self.traffic = traffic or Traffic()
+        self.api_latency = api_latency
+        self.command_time = command_time
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self.machines: dict[str, _M] = {}
+        self.record: dict[str, str] = dict(state.record)
+        self.lock: tuple[str, float, float] | None = None  # (owner, since, expires)
+        self.listener: Callable[[str], None] | None = None
+        self.api_calls = 0
+        # counters kept incrementally (10k machines must stay cheap)
+        self.serving: dict[str, int] = {}
+        self.live: dict[str, int] = {}
+        self.by_version: dict[str, int] = {}
+        self.min_serving: dict[str, int] = {}
+        self.max_live: dict[str, int] = {}
+        self.desired_count: dict[str, int] = {}
+        self.surge_machine_seconds = 0.0
+        self.total_requests = 0.0
+        self.failed: dict[str, float] = {
+            "no_serving_machine": 0.0,
+            "over_capacity": 0.0,
+            "stopped_without_drain": 0.0,
+            "machine_crash": 0.0,
+        }
+        self.dropped_connections = 0.0
+        self.timeline: list[tuple[float, int, int, dict[str, int]]] = []
+        self._last = 0.0
+        groups = {m.group for m in state.machines}
+        tg = self.traffic.group
+        self._traffic_groups = {tg} if tg else ({"app"} if "app" in groups else None)
+        for m in state.machines:
+            if m.state is MachineState.DESTROYED:
+                continue
+            sm = _M(
+                id=m.id,
+                version=m.version,
+                group=m.group,
+                region=m.region,
+                state=m.state,
+                health=m.health,
+                cordoned=m.cordoned,
+                volume=m.volume,
+                labels=dict(m.labels),
+                served=m.serving,
+            )
+            self.machines[m.id] = sm
+            self._count(sm, +1)
+            # machines caught mid-transition finish it
+            if m.state in (MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING):
+                self._boot(sm)
+            elif m.state is MachineState.STARTED and m.health is not Health.PASSING:
+                self._schedule_check(sm, self._behaviour(sm).grace_period)
+            elif m.state is MachineState.STOPPING:
+                self._after(1.0, sm, functools.partial(self._stopped, sm))
+        for g in self.serving:
+            self.min_serving[g] = self.serving[g]
+            self.max_live[g] = self.live[g]
+        self._sample()
+        for _ in range(self.faults.machine_crashes):
+            at = self.rng.uniform(0, self.faults.crash_window)
+            self.schedule(at, self._crash_random)
+
+    # -- the event engine ------------------------------------------------------
+
+    def schedule(self, at: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at virtual time ``at``."""
+        heapq.heappush(self._events, (max(at, self.now), next(self._seq), fn))
+
+    def _after(self, delay: float, m: _M, fn: Callable[[], None]) -> None:
+        gen = m.gen
+
+        def guarded() -> None:
+            if m.gen == gen:
+                fn()
+
+        self.schedule(self.now + delay, guarded)
+
+    def step(self) -> bool:
+        """Run the next event; false when there is none."""
+        if not self._events:
+            return False
+        at, _, fn = heapq.heappop(self._events)
+        self._advance(at)
+        fn()
+        return True
+
+    @property
+    def next_event_at(self) -> float | None:
+        return self._events[0][0] if self._events else None
+
+    def _advance(self, at: float) -> None:
+        """Move the clock, integrating traffic and surge over the elapsed time."""
+        dt = at - self._last
+        if dt > 0:
+            rps = self.traffic.rps
+            self.total_requests += rps * dt
+            serving = self._traffic_serving()
+            if serving == 0:
+                self.failed["no_serving_machine"] += rps * dt
+            elif self.traffic.capacity is not None and rps > serving * self.traffic.capacity:
+                self.failed["over_capacity"] += (rps - serving * self.traffic.capacity) * dt
+            for g, n in self.live.items():
+                extra = n - self.desired_count.get(g, n)
+                if extra > 0:
+                    self.surge_machine_seconds += extra * dt
+        self.now = max(self.now, at)
+        self._last = self.now
+
+    def _traffic_serving(self) -> int:
+        if self._traffic_groups is None:
+            return sum(self.serving.values())
+        return sum(self.serving.get(g, 0) for g in self._traffic_groups)
+
+    def _takes_traffic(self, m: _M) -> bool:
+        return self._traffic_groups is None or m.group in self._traffic_groups
+
+    # -- machine state ---------------------------------------------------------
+
+    def _count(self, m: _M, sign: int) -> None:
+        g = m.group
+        self.serving.setdefault(g, 0)
+        self.live.setdefault(g, 0)
+        if m.live:
+            self.live[g] += sign
+            self.by_version[m.version] = self.by_version.get(m.version, 0) + sign
+        if m.serving:
+            self.serving[g] += sign
+
+    def _set(self, m: _M, **changes: object) -> None:
+        """Change a machine, keeping counters, traffic and the timeline right."""
+        self._advance(self.now)
+        was_serving = m.serving
+        if was_serving and self._takes_traffic(m):
+            stops = changes.get("state", m.state) is not MachineState.STARTED
+            if stops:
+                self._lose_traffic(m, cause="stopped_without_drain")
+        self._count(m, -1)
+        for k, v in changes.items():
+            setattr(m, k, v)
+        m.gen += 1
+        if changes.get("cordoned") is True:
+            m.cordoned_at = self.now
+        elif changes.get("cordoned") is False:
+            m.cordoned_at = None
+        if (
+            not was_serving
+            and m.served
+            and m.cordoned
+            and m.cordoned_at is not None
+            and self._takes_traffic(m)
+            and changes.get("state")
+            in (MachineState.STOPPING, MachineState.UPDATING, MachineState.DESTROYED)
+        ):
+            drained = self.now - m.cordoned_at
+            if drained < self.traffic.reconnect_time:
+                self._lose_traffic(m, cause="stopped_without_drain", drained=drained)
+        self._count(m, +1)
+        if m.serving:
+            m.served = True
+        g = m.group
+        self.min_serving[g] = min(self.min_serving.get(g, self.serving[g]), self.serving[g])
+        self.max_live[g] = max(self.max_live.get(g, self.live[g]), self.live[g])
+        self._sample()
+        if self.listener is not None:
+            self.listener(m.id)
+
+    def _lose_traffic(self, m: _M, *, cause: str, drained: float = 0.0) -> None:
+        """Requests in flight on ``m`` fail and its connections drop."""
+        serving = max(1, self._traffic_serving() + (0 if m.serving else 1))
+        share = self.traffic.rps / serving
+        in_flight = share * max(0.0, self.traffic.request_time - drained)
+        self.failed[cause] += in_flight
+        self.dropped_connections += self.traffic.connections / serving
+
+    def _sample(self) -> None:
+        point = (
+            self.now,
+            sum(self.serving.values()),
+            sum(self.live.values()),
+            {v: n for v, n in self.by_version.items() if n},
+        )
+        if self.timeline and self.timeline[-1][0] == self.now:
+            self.timeline[-1] = point
+        else:
+            self.timeline.append(point)
+
+    def _stopped(self, m: _M) -> None:
+        self._set(m, state=MachineState.STOPPED)
+
+    def _behaviour(self, m: _M) -> ReleaseBehaviour:
+        return self.releases.get(m.version, self.default)
+
+    def _boot(self, m: _M) -> None:
+        b = self._behaviour(m)
+        if m.state is not MachineState.STARTING:
+            self._set(m, state=MachineState.STARTING, health=Health.UNKNOWN)
+        t = b.boot_time
+        if b.boot_sigma > 0:
+            t = b.boot_time * math.exp(self.rng.gauss(0.0, b.boot_sigma))
+        self._after(t, m, lambda: self._booted(m))
+
+    def _booted(self, m: _M) -> None:
+        b = self._behaviour(m)
+        if not b.has_checks:
+            self._set(m, state=MachineState.STARTED, health=Health.PASSING)
+            return
+        self._set(m, state=MachineState.STARTED, health=Health.UNKNOWN)
+        self._schedule_check(m, b.grace_period)
+
+    def _schedule_check(self, m: _M, delay: float) -> None:
+        gen = m.gen
+
+        def check() -> None:
+            if m.state is not MachineState.STARTED or m.gen < gen:
+                return
+            b = self._behaviour(m)
+            if b.health == "passing":
+                ok = True
+            elif b.health == "failing":
+                ok = False
+            else:
+                ok = self.rng.random() < b.flaky_pass
+            health = Health.PASSING if ok else Health.CRITICAL
+            if health is not m.health:
+                self._set(m, health=health)
+            if b.health == "flaky" or not ok:
+                self._schedule_check(m, b.check_interval)
+
+        self.schedule(self.now + delay, check)
+
+    def _crash_random(self) -> None:
+        running = [m for m in self.machines.values() if m.state is MachineState.STARTED]
+        if not running:
+            return
+        m = self.rng.choice(sorted(running, key=lambda x: x.id))
+        if m.serving and self._takes_traffic(m):
+            self._lose_traffic(m, cause="machine_crash")
+            # _set must not count it again as a stop without drain
+            self._count(m, -1)
+            m.cordoned = True
+            self._count(m, +1)
+        self._set(m, state=MachineState.FAILED, health=Health.CRITICAL, cordoned=False)
+
+    # -- the Provider protocol -------------------------------------------------
+
+    def observe(self) -> FleetState:
+        return FleetState(
+            machines=[m.freeze() for m in self.machines.values() if m.live],
+            record=self.record,
+        )
+
+    def machine(self, machine_id: str) -> Machine | None:
+        m = self.machines.get(machine_id)
+        return m.freeze() if m is not None and m.live else None
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(traffic_weights=True, cordon=True, volumes=True)
+
+    def acquire_lock(self, owner: str, ttl: float) -> None:
+        if self.lock is not None:
+            holder, since, expires = self.lock
+            if holder != owner and self.now < expires:
+                raise DeploymentLocked(
+                    f"the fleet is locked by {holder} since t={since:g}s "
+                    f"(expires at t={expires:g}s unless renewed)",
+                    holder=holder,
+                    since=f"{since:g}",
+                )
+            if holder == owner:
+                self.lock = (owner, since, self.now + ttl)
+                return
+        self.lock = (owner, self.now, self.now + ttl)
+
+    def release_lock(self, owner: str) -> None:
+        if self.lock is not None and self.lock[0] == owner:
+            self.lock = None
+
+    def perform(self, action: Action) -> Machine | None:
+        """Blocking form: run the clock until the action is done."""
+        box: list[Machine | ActionFailed | None] = []
+        self.perform_async(action, box.append, lambda e: box.append(e))
+        while not box and self.step():
+            pass
+        if not box:
+            raise ProviderContractError("the simulated action never completed")
+        result = box[0]
+        if isinstance(result, ActionFailed):
+            raise result
+        return result
+
+    def perform_async(
+        self,
+        action: Action,
+        on_done: Callable[[Machine | None], None],
+        on_failed: Callable[[ActionFailed], None],
+    ) -> None:
+        """Carry out ``action`` in virtual time; call back when it completes."""
+        self.api_calls += 1
+        latency = self.api_latency
+        if isinstance(action, RunCommand):
+            latency = self.command_time
+
+        def complete() -> None:
+            if self.faults.api_error_rate and self.rng.random() < self.faults.api_error_rate:
+                on_failed(ActionFailed("simulated API error (HTTP 503)", transient=True))
+                return
+            try:
+                on_done(self._apply(action))
+            except ActionFailed as exc:
+                on_failed(exc)
+
+        self.schedule(self.now + latency, complete)
+
+    def _get(self, machine_id: str | None) -> _M:
+        m = self.machines.get(machine_id or "")
+        if m is None or not m.live:
+            raise ActionFailed(f"machine {machine_id} not found (HTTP 404)")
+        return m
+
+    def _apply(self, action: Action) -> Machine | None:
+        if isinstance(action, Create):
+            for m in self.machines.values():
+                if m.live and m.labels.get("zdd.key") == action.key:
+                    return m.freeze()  # idempotent on the key
+            if (
+                self.faults.create_failure_rate
+                and self.rng.random() < self.faults.create_failure_rate
+            ):
+                raise ActionFailed(
+                    "simulated create failure (insufficient capacity)", transient=True
+                )
+            mid = f"sim{next(self._ids)}"
+            m = _M(
+                id=mid,
+                version=action.version,
+                group=action.group,
+                region=action.region,
+                state=MachineState.CREATED,
+                health=Health.UNKNOWN,
+                cordoned=action.hidden,
+                volume=None,
+                labels={"zdd.key": action.key, "zdd.role": action.role},
+                cordoned_at=self.now if action.hidden else None,
+            )
+            self.machines[mid] = m
+            self._count(m, +1)
+            g = m.group
+            self.max_live[g] = max(self.max_live.get(g, 0), self.live[g])
+            self._boot(m)
+            return m.freeze()
+        if isinstance(action, Label):
+            if action.machine is None:
+                self.record.update(action.values)
+                return None
+            m = self._get(action.machine)
+            m.labels.update(action.values)
+            return m.freeze()
+        if isinstance(action, RunCommand):
+            if action.phase == "release" and self.faults.release_command_fails:
+                raise ActionFailed("release command exited with status 1")
+            return None
+        m = self._get(action.machine)
+        if isinstance(action, Update):
+            self._set(m, state=MachineState.UPDATING, health=Health.UNKNOWN, version=action.version)
+            self._boot(m)
+        elif isinstance(action, Start):
+            if m.state not in (MachineState.STARTED, MachineState.STARTING):
+                self._boot(m)
+        elif isinstance(action, Stop):
+            if m.state not in (MachineState.STOPPED, MachineState.STOPPING):
+                self._set(m, state=MachineState.STOPPING, health=Health.UNKNOWN)
+                self._after(min(action.timeout, 1.0), m, functools.partial(self._stopped, m))
+        elif isinstance(action, Destroy):
+            if m.volume:
+                raise ProviderContractError(f"refusing to destroy {m.id}: it holds {m.volume}")
+            self._set(m, state=MachineState.DESTROYED)
+        elif isinstance(action, Cordon):
+            if not m.cordoned:
+                self._set(m, cordoned=True)
+        elif isinstance(action, Uncordon):
+            if m.cordoned:
+                self._set(m, cordoned=False)
+            if action.weight is not None:
+                m.labels["zdd.weight"] = str(action.weight)
+        else:
+            raise ProviderContractError(f"cannot perform a {action.kind} action")
+        return m.freeze()

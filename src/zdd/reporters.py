@@ -1,0 +1,125 @@
+"""Progress reporting: a :class:`Reporter` with a no-op hook per event.
+
+Subclass it and override what you need (the resolvelib pattern). Every hook
+gets ``elapsed``: seconds since the deployment began, on the executor's clock
+(wall time for real providers, virtual time in the simulator).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ._plan import Action, redact_command
+
+if TYPE_CHECKING:
+    from ._execute import DeployResult
+
+__all__ = ["JsonLinesReporter", "Reporter", "TextReporter"]
+
+
+class Reporter:
+    """Hooks called by the executor; all do nothing here."""
+
+    def deployment_started(self, elapsed: float, summary: str, strategy: str) -> None:
+        """A deployment (or its resumption) began."""
+
+    def step_started(self, elapsed: float, why: str) -> None:
+        """A step, or a phase of a group, began; ``why`` says what it is for."""
+
+    def action_started(self, elapsed: float, action: Action) -> None:
+        """The executor asked the provider to carry out ``action``."""
+
+    def action_finished(self, elapsed: float, action: Action, error: str | None) -> None:
+        """``action`` is done (``error`` is ``None``) or failed for good."""
+
+    def waiting(self, elapsed: float, what: str) -> None:
+        """The executor waits: for a machine's health, a pause, a drain."""
+
+    def gate(self, elapsed: float, name: str, result: str) -> None:
+        """A gate was evaluated: ``pass``, ``fail``, ``inconclusive`` or ``pending``."""
+
+    def rollback_started(self, elapsed: float, reason: str) -> None:
+        """The deployment failed and the executor is rolling back."""
+
+    def finished(self, elapsed: float, result: DeployResult) -> None:
+        """The deployment is over: converged, rolled back, or failed."""
+
+
+def _describe(action: Action) -> str:
+    text = action.describe()
+    return f"{action.kind} {text}".strip()
+
+
+class TextReporter(Reporter):
+    """One line per event, prefixed with the elapsed time (the CLI's default)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+
+    def _line(self, elapsed: float, text: str) -> None:
+        print(f"[{elapsed:8.1f}s] {text}", file=self.stream, flush=True)
+
+    def deployment_started(self, elapsed: float, summary: str, strategy: str) -> None:
+        self._line(elapsed, f"deploying ({strategy}): {summary}")
+
+    def step_started(self, elapsed: float, why: str) -> None:
+        self._line(elapsed, f"step: {why}")
+
+    def action_started(self, elapsed: float, action: Action) -> None:
+        self._line(elapsed, f"  start  {_describe(action)}")
+
+    def action_finished(self, elapsed: float, action: Action, error: str | None) -> None:
+        status = "done  " if error is None else "FAILED"
+        tail = "" if error is None else f": {error}"
+        self._line(elapsed, f"  {status} {_describe(action)}{tail}")
+
+    def waiting(self, elapsed: float, what: str) -> None:
+        self._line(elapsed, f"  wait   {what}")
+
+    def gate(self, elapsed: float, name: str, result: str) -> None:
+        self._line(elapsed, f"  gate   {name}: {result}")
+
+    def rollback_started(self, elapsed: float, reason: str) -> None:
+        self._line(elapsed, f"ROLLING BACK: {reason}")
+
+    def finished(self, elapsed: float, result: DeployResult) -> None:
+        self._line(
+            elapsed, f"finished: {result.outcome}" + (f" ({result.error})" if result.error else "")
+        )
+
+
+class JsonLinesReporter(Reporter):
+    """One JSON object per event: ``{"t": elapsed, "event": name, ...}``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+
+    def _emit(self, elapsed: float, event: str, **fields: Any) -> None:
+        record = {"t": round(elapsed, 3), "event": event, **fields}
+        print(json.dumps(record), file=self.stream, flush=True)
+
+    def deployment_started(self, elapsed: float, summary: str, strategy: str) -> None:
+        self._emit(elapsed, "deployment_started", summary=summary, strategy=strategy)
+
+    def step_started(self, elapsed: float, why: str) -> None:
+        self._emit(elapsed, "step_started", why=why)
+
+    def action_started(self, elapsed: float, action: Action) -> None:
+        self._emit(elapsed, "action_started", action=action.to_json())
+
+    def action_finished(self, elapsed: float, action: Action, error: str | None) -> None:
+        self._emit(elapsed, "action_finished", action=action.to_json(), error=error)
+
+    def waiting(self, elapsed: float, what: str) -> None:
+        self._emit(elapsed, "waiting", what=what)
+
+    def gate(self, elapsed: float, name: str, result: str) -> None:
+        self._emit(elapsed, "gate", name=name, result=result)
+
+    def rollback_started(self, elapsed: float, reason: str) -> None:
+        self._emit(elapsed, "rollback_started", reason=redact_command(reason))
+
+    def finished(self, elapsed: float, result: DeployResult) -> None:
+        self._emit(elapsed, "finished", **result.to_json())

@@ -1,0 +1,342 @@
+"""The virtual-clock driver: runs an :class:`~zdd._execute.ExecutorCore` on a simulated fleet."""
+
+from __future__ import annotations
+
+from .._config import Strategy
+from .._errors import DeploymentLocked, InvalidConfig
+from .._execute import ExecuteOptions, ExecutorCore
+from .._model import Desired, FleetState, FrozenMap, Health, Machine
+from ..providers.simulated import Faults, HealthMode, ReleaseBehaviour, SimulatedFleet, Traffic
+from ..reporters import Reporter
+from ._report import SimulationReport, TimelinePoint
+
+__all__ = ["simulate", "simulate_fleet"]
+
+MAX_TIMELINE = 400
+
+
+def simulate(
+    state: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    *,
+    seed: int = 0,
+    boot_time: float = 10.0,
+    boot_sigma: float = 0.0,
+    target_health: HealthMode = "passing",
+    flaky_pass: float = 0.7,
+    rps: float = 100.0,
+    capacity: float | None = None,
+    connections: int = 100,
+    faults: Faults | None = None,
+    options: ExecuteOptions | None = None,
+    reporter: Reporter | None = None,
+    api_latency: float = 0.2,
+    max_time: float = 7 * 24 * 3600.0,
+) -> SimulationReport:
+    """Simulate deploying ``desired`` onto ``state`` with ``strategy``.
+
+    Machines of every release boot in ``boot_time`` seconds (log-normal with
+    ``boot_sigma``); the target releases' checks are ``target_health``; the
+    releases already running pass. Grace period and check interval come from
+    each group's release checks. Returns a :class:`SimulationReport`.
+    """
+    if boot_time < 0 or boot_sigma < 0:
+        raise InvalidConfig("must not be negative", field="boot_time")
+    if rps < 0 or (capacity is not None and capacity <= 0) or connections < 0:
+        raise InvalidConfig("rps and connections must be >= 0, capacity > 0", field="traffic")
+    if target_health not in ("passing", "failing", "flaky"):
+        raise InvalidConfig(
+            f"{target_health!r}: use passing, failing or flaky", field="target_health"
+        )
+    releases: dict[str, ReleaseBehaviour] = {}
+    old = ReleaseBehaviour(boot_time=boot_time, boot_sigma=boot_sigma)
+    for spec in desired.groups:
+        checks = spec.release.checks
+        behaviour = ReleaseBehaviour(
+            boot_time=boot_time,
+            boot_sigma=boot_sigma,
+            health=target_health,
+            flaky_pass=flaky_pass,
+            grace_period=max((c.grace_period for c in checks), default=0.0),
+            check_interval=min((c.interval for c in checks), default=5.0),
+            has_checks=bool(checks),
+        )
+        releases[spec.release.version] = behaviour
+        old = ReleaseBehaviour(
+            boot_time=boot_time,
+            boot_sigma=boot_sigma,
+            grace_period=behaviour.grace_period,
+            check_interval=behaviour.check_interval,
+            has_checks=behaviour.has_checks,
+        )
+    fleet = SimulatedFleet(
+        state,
+        releases=releases,
+        default=old,
+        faults=faults,
+        traffic=Traffic(rps=rps, capacity=capacity, connections=connections),
+        seed=seed,
+        api_latency=api_latency,
+    )
+    return simulate_fleet(
+        fleet, desired, strategy, options=options, reporter=reporter, max_time=max_time
+    )
+
+
+class _StepLog(Reporter):
+    """Forwards to the user's reporter and keeps the step marks for the report."""
+
+    def __init__(self, inner: Reporter | None, fleet: SimulatedFleet) -> None:
+        self.inner = inner or Reporter()
+        self.fleet = fleet
+        self.steps: list[tuple[float, str]] = []
+
+    def __getattribute__(self, name: str) -> object:
+        if name in ("inner", "fleet", "steps", "step_started"):
+            return object.__getattribute__(self, name)
+        if name.startswith("_"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "inner"), name)
+
+    def step_started(self, elapsed: float, why: str) -> None:
+        self.steps.append((self.fleet.now, why))
+        self.inner.step_started(elapsed, why)
+
+
+def simulate_fleet(
+    fleet: SimulatedFleet,
+    desired: Desired,
+    strategy: Strategy,
+    *,
+    options: ExecuteOptions | None = None,
+    reporter: Reporter | None = None,
+    lock_ttl: float = 30.0,
+    max_time: float = 7 * 24 * 3600.0,
+) -> SimulationReport:
+    """Run the executor on ``fleet`` in virtual time (resuming after injected crashes)."""
+    fleet.desired_count = {g.name: g.count for g in desired.groups}
+    for g in fleet.desired_count:
+        fleet.min_serving.setdefault(g, 0)
+        fleet.max_live.setdefault(g, 0)
+    initial = fleet.observe()
+    log = _StepLog(reporter, fleet)
+    crash_after = fleet.faults.executor_crash_after
+    performed = 0
+    resumed = 0
+    generation = 0
+    core: ExecutorCore | None = None
+    while True:
+        generation += 1
+        owner = f"zdd-sim-executor-{generation}"
+        try:
+            fleet.acquire_lock(owner, lock_ttl)
+        except DeploymentLocked:
+            assert fleet.lock is not None
+            expires = fleet.lock[2]
+            while fleet.next_event_at is not None and fleet.next_event_at <= expires:
+                fleet.step()
+            fleet._advance(expires)
+            fleet.acquire_lock(owner, lock_ttl)
+        core = ExecutorCore(desired, strategy, options=options, reporter=log)
+        budget = None if crash_after is None or resumed else crash_after - performed
+        crashed, n = _run_core(fleet, core, owner, lock_ttl, budget, max_time)
+        performed += n
+        if not crashed:
+            break
+        resumed += 1
+    assert core is not None and core.result is not None
+    end = fleet.now
+    fleet.release_lock(owner)
+    _settle(fleet, end)
+    return _report(fleet, initial, desired, strategy, core, end, resumed, log.steps)
+
+
+def _run_core(
+    fleet: SimulatedFleet,
+    core: ExecutorCore,
+    owner: str,
+    lock_ttl: float,
+    budget: int | None,
+    max_time: float,
+) -> tuple[bool, int]:
+    """Drive ``core`` until it finishes; (crashed, actions performed)."""
+    alive = [True]
+    performed = [0]
+    next_tick = [float("inf")]
+
+    def process() -> None:
+        while alive[0]:
+            progressed = False
+            for cmd in core.commands():
+                if budget is not None and performed[0] >= budget:
+                    alive[0] = False  # the executor dies here
+                    return
+                performed[0] += 1
+                progressed = True
+                ref = cmd.ref
+
+                def done(m: Machine | None, ref: int = ref) -> None:
+                    if alive[0]:
+                        core.action_done(fleet.now, ref, m)
+                        process()
+
+                def failed(e: Exception, ref: int = ref) -> None:
+                    if alive[0]:
+                        transient = bool(getattr(e, "transient", False))
+                        core.action_failed(fleet.now, ref, str(e), transient=transient)
+                        process()
+
+                fleet.perform_async(cmd.action, done, failed)
+            for mid in core.take_new_watches():
+                progressed = True
+                core.machine_seen(fleet.now, fleet.machine(mid), mid)
+            if core.wants_full_observe:
+                progressed = True
+                core.full_observed(fleet.now, fleet.observe())
+            if not progressed:
+                break
+        wake = core.wake_at
+        if (
+            wake is not None
+            and not core.finished
+            and (wake < next_tick[0] or next_tick[0] <= fleet.now)
+        ):
+            next_tick[0] = wake
+            fleet.schedule(wake, tick)
+
+    def tick() -> None:
+        if alive[0] and not core.finished:
+            core.tick(fleet.now)
+            process()
+
+    def listener(machine_id: str) -> None:
+        if alive[0] and machine_id in core.watched:
+            core.machine_seen(fleet.now, fleet.machine(machine_id), machine_id)
+            process()
+
+    def refresh() -> None:
+        if alive[0] and not core.finished:
+            fleet.acquire_lock(owner, lock_ttl)
+            fleet.schedule(fleet.now + lock_ttl / 3, refresh)
+
+    fleet.listener = listener
+    core.begin(fleet.now, fleet.observe())
+    process()
+    fleet.schedule(fleet.now + lock_ttl / 3, refresh)
+    while alive[0] and not core.finished:
+        if fleet.now > max_time:
+            core.tick(fleet.now)
+            core._fail(f"the simulation passed {max_time:g}s of virtual time")
+            break
+        if not fleet.step():
+            core._fail("nothing left to happen, yet the deployment is not finished")
+            break
+    fleet.listener = None
+    return (not alive[0]), performed[0]
+
+
+def _settle(fleet: SimulatedFleet, end: float) -> None:
+    """Let machines finish booting after the executor ends (immediate deploys end early)."""
+    slowest = max(
+        [
+            b.boot_time * (3 if b.boot_sigma else 1) + b.grace_period + b.check_interval
+            for b in (*fleet.releases.values(), fleet.default)
+        ]
+    )
+    horizon = end + slowest
+    while fleet.next_event_at is not None and fleet.next_event_at <= horizon:
+        fleet.step()
+        if _settled(fleet):
+            break
+
+
+def _settled(fleet: SimulatedFleet) -> bool:
+    return all(
+        m.state.value in ("started", "stopped", "failed", "suspended", "destroyed")
+        and (m.state.value != "started" or m.health is not Health.UNKNOWN)
+        for m in fleet.machines.values()
+    )
+
+
+def _shape(state: FleetState) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for m in state.live:
+        out.setdefault(m.group, {}).setdefault(m.region, 0)
+        out[m.group][m.region] += 1
+    return out
+
+
+def _report(
+    fleet: SimulatedFleet,
+    initial: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    core: ExecutorCore,
+    end: float,
+    resumed: int,
+    steps: list[tuple[float, str]],
+) -> SimulationReport:
+    final = fleet.observe()
+    result = core.result
+    assert result is not None
+    want = {g.name: {r: n for r, n in g.regions.items() if n} for g in desired.groups}
+    want = {g: r for g, r in want.items() if r}
+    versions = {g.name: g.release.version for g in desired.groups}
+    converged = _shape(final) == want and all(
+        m.version == versions.get(m.group) and m.serving for m in final.live
+    )
+    start_versions = {(m.group, m.version) for m in initial.live}
+    rolled_back = (
+        not converged
+        and _shape(final) == _shape(initial)
+        and {(m.group, m.version) for m in final.live} == start_versions
+        and all(m.serving for m in final.live)
+    )
+    failed = {k: round(v) for k, v in fleet.failed.items()}
+    return SimulationReport(
+        strategy=strategy.name,
+        desired={
+            g.name: {"version": g.release.version, "regions": dict(g.regions), "count": g.count}
+            for g in desired.groups
+        },
+        converged=converged,
+        rolled_back=rolled_back,
+        outcome=result.outcome,
+        error=result.error,
+        min_serving=min((p[1] for p in fleet.timeline), default=0),
+        min_serving_by_group=dict(sorted(fleet.min_serving.items())),
+        max_machines=max((p[2] for p in fleet.timeline), default=0),
+        max_machines_by_group=dict(sorted(fleet.max_live.items())),
+        makespan_s=end,
+        surge_machine_seconds=fleet.surge_machine_seconds,
+        total_requests=round(fleet.total_requests),
+        failed_requests=sum(failed.values()),
+        failed_by_cause=failed,
+        dropped_connections=round(fleet.dropped_connections),
+        actions=core.actions,
+        api_calls=fleet.api_calls,
+        resumed=resumed,
+        final=tuple((m.id, m.group, m.version, m.state.value) for m in final.machines),
+        timeline=_downsample(fleet.timeline),
+        steps=tuple(steps),
+    )
+
+
+def _downsample(
+    points: list[tuple[float, int, int, dict[str, int]]],
+) -> tuple[TimelinePoint, ...]:
+    """At most ``MAX_TIMELINE`` points; each bucket keeps its least-serving point."""
+    if len(points) > MAX_TIMELINE:
+        size = -(-len(points) // MAX_TIMELINE)
+        kept = []
+        for i in range(0, len(points), size):
+            bucket = points[i : i + size]
+            low = min(bucket, key=lambda p: p[1])
+            high = max(bucket, key=lambda p: p[2])
+            kept.extend(sorted({id(low): low, id(high): high}.values(), key=lambda p: p[0]))
+        kept[-1:] = [points[-1]] if kept[-1] is not points[-1] else kept[-1:]
+        points = kept
+    return tuple(
+        TimelinePoint(t=t, serving=s, machines=n, by_version=FrozenMap(v)) for t, s, n, v in points
+    )
