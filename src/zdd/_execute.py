@@ -29,17 +29,26 @@ failed rollback is reported, never rolled back again.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
+import os
+import socket
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
 import attrs
 
 from ._config import BlueGreen, Canary, Immediate, Rolling, Strategy
 from ._errors import (
+    ActionFailed,
+    DeploymentLocked,
     InvalidConfig,
+    ProviderContractError,
     ZddError,
 )
 from ._model import Desired, FleetState, GroupSpec, Health, Machine, MachineState, decode_regions
@@ -500,6 +509,12 @@ class ExecutorCore:
             self._finish("failed", str(exc))
         self._pump()
 
+    def interrupt(self, now: float) -> None:
+        """The user asked to stop: roll back where the strategy can, else stop."""
+        self._now = now
+        self._fail("interrupted by the user")
+        self._pump()
+
     def tick(self, now: float) -> None:
         """Time passed; check timers, deadlines and gates."""
         self._now = now
@@ -856,3 +871,139 @@ def _float(text: str | None) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+# -- the threaded driver -----------------------------------------------------------
+
+
+def execute(
+    provider: Any,
+    desired: Desired,
+    strategy: Strategy,
+    *,
+    options: ExecuteOptions | None = None,
+    reporter: Reporter | None = None,
+    owner: str | None = None,
+    lock_ttl: float = 30.0,
+    poll_interval: float = 2.0,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] | None = None,
+) -> DeployResult:
+    """Deploy ``desired`` through a real ``provider`` (see :class:`zdd.providers.Provider`).
+
+    Provider calls run on a thread pool bounded by ``options.concurrency``;
+    machines the executor waits on are polled every ``poll_interval`` seconds.
+    The fleet's lock is taken first (:class:`~zdd.DeploymentLocked` if another
+    executor holds it), refreshed every ``lock_ttl / 3`` seconds and always
+    released. Ctrl-C (``KeyboardInterrupt``) starts a rollback where the
+    strategy can roll back; a second one stops at once, leases released.
+
+    Returns the :class:`DeployResult`; raises only :class:`~zdd.ZddError`.
+    """
+    opts = options or ExecuteOptions()
+    holder = owner or _default_owner()
+    provider.acquire_lock(holder, lock_ttl)
+    pool = ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zdd")
+    futures: dict[Future[Machine | None], int] = {}
+    core = ExecutorCore(desired, strategy, options=opts, reporter=reporter)
+    interrupted = 0
+    try:
+        core.begin(clock(), _observe(provider))
+        next_poll = clock()
+        next_refresh = clock() + lock_ttl / 3
+        while True:
+            try:
+                for cmd in core.commands():
+                    futures[pool.submit(provider.perform, cmd.action)] = cmd.ref
+                if core.finished and not futures:
+                    break
+                now = clock()
+                for mid in core.take_new_watches():
+                    _poll(core, provider, mid, now)
+                if core.wants_full_observe and not futures:
+                    core.full_observed(clock(), _observe(provider))
+                    continue
+                if now >= next_refresh:
+                    provider.acquire_lock(holder, lock_ttl)
+                    next_refresh = now + lock_ttl / 3
+                if now >= next_poll and not core.finished:
+                    for mid in sorted(core.watched):
+                        _poll(core, provider, mid, clock())
+                    next_poll = now + poll_interval
+                wake = core.wake_at
+                timeout = (
+                    min([t for t in (wake, next_poll, next_refresh) if t is not None]) - clock()
+                )
+                timeout = max(0.0, min(timeout, poll_interval))
+                if futures:
+                    done, _ = wait(list(futures), timeout=timeout, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        _deliver(core, fut, futures.pop(fut), clock())
+                elif timeout > 0:
+                    (sleep or time.sleep)(timeout)
+                core.tick(clock())
+            except KeyboardInterrupt:
+                interrupted += 1
+                if interrupted > 1 or core.finished:
+                    raise
+                core.interrupt(clock())
+    except KeyboardInterrupt:
+        for fut in futures:
+            fut.cancel()
+        return DeployResult(
+            outcome="failed",
+            error="interrupted twice: stopped without finishing the rollback",
+            actions=core.actions,
+        )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(ZddError):
+            provider.release_lock(holder)
+    assert core.result is not None
+    return core.result
+
+
+def _deliver(core: ExecutorCore, fut: Future[Machine | None], ref: int, now: float) -> None:
+    try:
+        result = fut.result()
+    except ActionFailed as exc:
+        core.action_failed(now, ref, str(exc), transient=exc.transient)
+    except DeploymentLocked as exc:
+        core.action_failed(now, ref, str(exc), transient=False)
+    except ZddError as exc:
+        core.action_failed(now, ref, str(exc), transient=False)
+    except Exception as exc:  # a provider breaking its contract
+        error = ProviderContractError(f"provider raised {type(exc).__name__}: {exc}")
+        core.action_failed(now, ref, str(error), transient=False)
+    else:
+        if result is not None and not isinstance(result, Machine):
+            core.action_failed(
+                now,
+                ref,
+                f"provider returned {type(result).__name__}, not a Machine",
+                transient=False,
+            )
+        else:
+            core.action_done(now, ref, result)
+
+
+def _observe(provider: Any) -> FleetState:
+    state = provider.observe()
+    if not isinstance(state, FleetState):
+        raise ProviderContractError(f"observe() returned {type(state).__name__}, not a FleetState")
+    return state
+
+
+def _poll(core: ExecutorCore, provider: Any, machine_id: str, now: float) -> None:
+    """Report one watched machine; a failed read is skipped (the next poll retries)."""
+    try:
+        m = provider.machine(machine_id)
+    except ActionFailed:
+        return
+    if m is not None and not isinstance(m, Machine):
+        raise ProviderContractError(f"machine() returned {type(m).__name__}, not a Machine")
+    core.machine_seen(now, m, machine_id)
+
+
+def _default_owner() -> str:
+    return f"zdd@{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
