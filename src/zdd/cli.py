@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import attrs
@@ -24,11 +25,14 @@ from ._config import (
     load_config,
     strategy_from_name,
 )
+from ._durations import parse_duration
 from ._errors import InvalidConfig, ZddError
 from ._fleetjson import load_fleet
-from ._model import FleetState
+from ._model import Desired, FleetState
 from ._planning import plan
 from ._version import __version__
+from .sim import simulate
+from .sim._svg import render_svg
 
 __all__ = ["main"]
 
@@ -88,7 +92,77 @@ def _build_parser() -> _Parser:
     p = sub.add_parser("plan", help="print the plan a deployment would follow")
     _add_common(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    s = sub.add_parser(
+        "simulate", help="run a deployment on the simulated fleet and report what happened"
+    )
+    _add_common(s)
+    s.add_argument("--seed", type=_int("--seed"), default=0, help="seeds every random draw")
+    s.add_argument(
+        "--boot-time",
+        type=_duration("--boot-time"),
+        default=10.0,
+        metavar="DUR",
+        help="median machine boot time (Go duration, or seconds); default 10s",
+    )
+    s.add_argument(
+        "--boot-sigma",
+        type=_fraction_or_count("--boot-sigma"),
+        default=0.0,
+        metavar="S",
+        help="log-normal spread of boot times (0: every boot takes --boot-time)",
+    )
+    s.add_argument(
+        "--target-health",
+        choices=("passing", "failing", "flaky"),
+        default="passing",
+        help="how the new release's health checks behave",
+    )
+    s.add_argument("--rps", type=_fraction_or_count("--rps"), default=100.0, metavar="N")
+    s.add_argument(
+        "--capacity",
+        type=_fraction_or_count("--capacity"),
+        default=None,
+        metavar="N",
+        help="requests per second one machine can serve (default: unlimited)",
+    )
+    s.add_argument(
+        "--connections",
+        type=_int("--connections"),
+        default=100,
+        metavar="N",
+        help="long-lived connections (websockets) held open; default 100",
+    )
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
     return parser
+
+
+def _int(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+        return value
+
+    return parse
+
+
+def _duration(flag: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return parse_duration(
+                float(text) if _NUMBER.match(text) else text, field=flag, bare_unit=1.0
+            )
+        except InvalidConfig as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    return parse
+
+
+_NUMBER = re.compile(r"^\d+(\.\d*)?$")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -196,18 +270,50 @@ def _evolve(strategy: Rolling, overrides: dict[str, float], flag: str) -> Rollin
         raise InvalidConfig(exc.reason, field=flag) from None
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace) -> tuple[FleetState, Desired, Strategy]:
     config = load_config(args.config) if args.config else Config()
     strategy = _strategy(args, config)
     state = _load_state(args)
     version = args.target_version or _next_version(state)
-    desired = config.desired(state, version)
+    return state, config.desired(state, version), strategy
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    state, desired, strategy = _inputs(args)
     result = plan(state, desired, strategy)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(result.to_text())
     return EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    state, desired, strategy = _inputs(args)
+    report = simulate(
+        state,
+        desired,
+        strategy,
+        seed=args.seed,
+        boot_time=args.boot_time,
+        boot_sigma=args.boot_sigma,
+        target_health=args.target_health,
+        rps=args.rps,
+        capacity=args.capacity or None,
+        connections=args.connections,
+    )
+    if args.svg:
+        try:
+            Path(args.svg).write_text(render_svg(report), encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"--svg: cannot write {args.svg} ({exc.strerror})") from None
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text())
+        if args.svg:
+            print(f"\ntimeline written to {args.svg}")
+    return EXIT_OK if report.converged else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         if args.command == "plan":
             return _cmd_plan(args)
+        if args.command == "simulate":
+            return _cmd_simulate(args)
         raise _UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except _UsageError as exc:
         _fail(str(exc))

@@ -226,6 +226,7 @@ class SimulatedFleet:
         self.dropped_connections = 0.0
         self.timeline: list[tuple[float, int, int, dict[str, int]]] = []
         self._last = 0.0
+        self._share_since = -1e9
         groups = {m.group for m in state.machines}
         tg = self.traffic.group
         self._traffic_groups = {tg} if tg else ({"app"} if "app" in groups else None)
@@ -356,6 +357,8 @@ class SimulatedFleet:
             if drained < self.traffic.reconnect_time:
                 self._lose_traffic(m, cause="stopped_without_drain", drained=drained)
         self._count(m, +1)
+        if m.serving != was_serving and self._takes_traffic(m):
+            self._share_since = self.now
         if m.serving:
             m.served = True
         g = m.group
@@ -366,10 +369,16 @@ class SimulatedFleet:
             self.listener(m.id)
 
     def _lose_traffic(self, m: _M, *, cause: str, drained: float = 0.0) -> None:
-        """Requests in flight on ``m`` fail and its connections drop."""
+        """Requests in flight on ``m`` fail and its connections drop.
+
+        In flight: what reached ``m`` in the last ``request_time`` seconds at its
+        current share of the traffic (no further back than the last change of
+        that share, so that a burst of stops is not counted twice).
+        """
         serving = max(1, self._traffic_serving() + (0 if m.serving else 1))
         share = self.traffic.rps / serving
-        in_flight = share * max(0.0, self.traffic.request_time - drained)
+        window = min(self.traffic.request_time, self.now - self._share_since)
+        in_flight = share * max(0.0, window - drained)
         self.failed[cause] += in_flight
         self.dropped_connections += self.traffic.connections / serving
 
@@ -402,6 +411,10 @@ class SimulatedFleet:
 
     def _booted(self, m: _M) -> None:
         b = self._behaviour(m)
+        if not b.has_checks and b.health == "failing":
+            # no check to fail: a broken release shows as a machine that exits
+            self._set(m, state=MachineState.FAILED, health=Health.CRITICAL)
+            return
         if not b.has_checks:
             self._set(m, state=MachineState.STARTED, health=Health.PASSING)
             return
