@@ -28,6 +28,7 @@ from ._errors import (
     ProviderContractError,
     ZddError,
 )
+from ._execute import DeployResult, ExecuteOptions, ExecutorCore, execute
 from ._fleetjson import fleet_from_json, fleet_to_json, load_fleet
 from ._model import (
     DeploymentRecord,
@@ -64,6 +65,7 @@ from ._plan import (
 from ._planning import plan
 from ._project import apply_actions, apply_step, replay
 from ._version import __version__
+from .sim import SimulationReport, simulate
 
 __all__ = [
     "ACTION_KINDS",
@@ -76,11 +78,14 @@ __all__ = [
     "Config",
     "Cordon",
     "Create",
+    "DeployResult",
     "DeployTimeout",
     "DeploymentLocked",
     "DeploymentRecord",
     "Desired",
     "Destroy",
+    "ExecuteOptions",
+    "ExecutorCore",
     "FleetState",
     "FrozenMap",
     "Gate",
@@ -101,6 +106,7 @@ __all__ = [
     "Release",
     "Rolling",
     "RunCommand",
+    "SimulationReport",
     "Start",
     "Step",
     "Stop",
@@ -112,6 +118,7 @@ __all__ = [
     "__version__",
     "apply_actions",
     "apply_step",
+    "execute",
     "fleet_from_json",
     "fleet_to_json",
     "format_duration",
@@ -122,5 +129,6 @@ __all__ = [
     "plan",
     "redact_command",
     "replay",
+    "simulate",
     "strategy_from_name",
 ]

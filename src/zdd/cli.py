@@ -31,6 +31,7 @@ from ._fleetjson import load_fleet
 from ._model import Desired, FleetState
 from ._planning import plan
 from ._version import __version__
+from .reporters import JsonLinesReporter, TextReporter
 from .sim import simulate
 from .sim._svg import render_svg
 
@@ -133,6 +134,11 @@ def _build_parser() -> _Parser:
         help="long-lived connections (websockets) held open; default 100",
     )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument(
+        "--progress",
+        action="store_true",
+        help="print each executor event as it happens (JSON lines with --json)",
+    )
     s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
     return parser
 
@@ -301,6 +307,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         rps=args.rps,
         capacity=args.capacity or None,
         connections=args.connections,
+        reporter=(
+            (JsonLinesReporter() if args.json else TextReporter()) if args.progress else None
+        ),
     )
     if args.svg:
         try:
