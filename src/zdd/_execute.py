@@ -329,6 +329,7 @@ class ExecutorCore:
         self._record: dict[str, str] = {}
         self._watch: dict[str, list[tuple[_Run, WaitHealthy, float]]] = {}
         self._healthy_since: dict[str, float] = {}
+        self._booted_since_watch: set[str] = set()
         self._waiting: list[_Run] = []  # runs whose actions are done and waits pending
         self._chain: list[Element] = []
         self._chain_run: _Run | None = None
@@ -460,7 +461,15 @@ class ExecutorCore:
         runs = self._watch.get(machine_id)
         if not runs:
             return
-        if machine is None or machine.state in (MachineState.DESTROYED, MachineState.FAILED):
+        if machine is not None and machine.state in _BOOTING:
+            self._booted_since_watch.add(machine_id)
+        crashed = (
+            machine is not None
+            and machine.state is MachineState.FAILED
+            and machine_id in self._booted_since_watch
+        )
+        if machine is None or machine.state is MachineState.DESTROYED or crashed:
+            # a machine that boots and then fails is not waited out to the timeout
             what = "is gone" if machine is None else f"is {machine.state.value}"
             self._fail(f"machine {machine_id} {what} while waiting for it to be healthy")
             self._pump()
@@ -648,6 +657,7 @@ class ExecutorCore:
                 machine = self._ids.get(w.machine, w.machine)
                 self._watch.setdefault(machine, []).append((run, w, self._now + w.timeout))
                 self._watch_changes.add(machine)
+                self._booted_since_watch.discard(machine)
                 self.reporter.waiting(self._elapsed, f"{machine} healthy")
             elif isinstance(w, Pause):
                 key = f"pause.{w.key}"
@@ -684,6 +694,7 @@ class ExecutorCore:
         else:
             del self._watch[machine_id]
             self._healthy_since.pop(machine_id, None)
+            self._booted_since_watch.discard(machine_id)
         for run, w in satisfied:
             run.waits.remove(w)
             self._check_waits(run)
@@ -822,6 +833,8 @@ class ExecutorCore:
         self._ready.clear()
         self._watch.clear()
         self._waiting.clear()
+        if outcome == "rolled_back" and error is None:
+            error = self._failure
         self.result = DeployResult(
             outcome=outcome, error=error, actions=self._actions, elapsed=self._elapsed
         )
@@ -858,6 +871,11 @@ class ExecutorCore:
         if action.machine is not None and action.machine in self._ids:
             return attrs.evolve(action, machine=self._ids[action.machine])
         return action
+
+
+_BOOTING = frozenset(
+    {MachineState.STARTING, MachineState.STARTED, MachineState.UPDATING, MachineState.REPLACING}
+)
 
 
 def _work(phase: Any) -> bool:
