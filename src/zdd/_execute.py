@@ -342,7 +342,7 @@ class ExecutorCore:
         self._want_full_observe = False
         self._failure: str | None = None
         self._actions = 0
-        self._wake: float | None = None
+        self._timers: list[tuple[float, int, str | None]] = []
         self._forward_target = target_of(desired)
         self._rollback_desired: Desired | None = None
         self._rollback_strategy: Rolling | None = None
@@ -364,6 +364,10 @@ class ExecutorCore:
         """Machines whose state the driver should report with :meth:`machine_seen`."""
         return frozenset(self._watch)
 
+    def is_watched(self, machine_id: str) -> bool:
+        """Whether :meth:`machine_seen` wants news of ``machine_id`` (cheap)."""
+        return machine_id in self._watch
+
     def take_new_watches(self) -> set[str]:
         """Machines watched since the last call (the driver reports them at once)."""
         out, self._watch_changes = self._watch_changes, set()
@@ -377,11 +381,11 @@ class ExecutorCore:
     @property
     def wake_at(self) -> float | None:
         """When the driver should call :meth:`tick` if nothing else happens first."""
-        times = [t for t in (self._wake,) if t is not None]
+        times = []
+        if self._timers:
+            times.append(self._timers[0][0])
         if self._ready and len(self._in_flight) < self.options.concurrency:
             times.append(self._ready[0][0])
-        for runs in self._watch.values():
-            times.extend(deadline for _, _, deadline in runs)
         if self.options.deadline is not None and self.mode != "finished":
             times.append(self._t0 + self.options.deadline)
         return min(times) if times else None
@@ -531,10 +535,19 @@ class ExecutorCore:
             return
         if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
             self._fail(f"the deployment did not finish within {self.options.deadline:g}s")
-        for machine_id in list(self._watch):
+        due: set[str] = set()
+        general = False
+        while self._timers and self._timers[0][0] <= now:
+            _, _, key = heapq.heappop(self._timers)
+            if key is None:
+                general = True
+            else:
+                due.add(key)
+        for machine_id in sorted(due):
             self._check_health(machine_id)
-        for run in list(self._waiting):
-            self._check_waits(run)
+        if general:
+            for run in list(self._waiting):
+                self._check_waits(run)
         self._pump()
 
     # -- internals ---------------------------------------------------------------
@@ -656,6 +669,7 @@ class ExecutorCore:
             if isinstance(w, WaitHealthy) and w.machine:
                 machine = self._ids.get(w.machine, w.machine)
                 self._watch.setdefault(machine, []).append((run, w, self._now + w.timeout))
+                self._timer(self._now + w.timeout, machine)
                 self._watch_changes.add(machine)
                 self._booted_since_watch.discard(machine)
                 self.reporter.waiting(self._elapsed, f"{machine} healthy")
@@ -678,7 +692,7 @@ class ExecutorCore:
         keep = []
         satisfied = []
         for run, w, deadline in runs:
-            if since is not None and self._now - since >= w.min_healthy_time:
+            if since is not None and self._now >= since + w.min_healthy_time:
                 satisfied.append((run, w))
             elif self._now >= deadline:
                 self._fail(
@@ -688,7 +702,7 @@ class ExecutorCore:
             else:
                 keep.append((run, w, deadline))
                 if since is not None:
-                    self._set_wake(since + w.min_healthy_time)
+                    self._timer(since + w.min_healthy_time, machine_id)
         if keep:
             self._watch[machine_id] = keep
         else:
@@ -841,15 +855,16 @@ class ExecutorCore:
         self.reporter.finished(self._elapsed, self.result)
 
     def _set_wake(self, at: float) -> None:
-        if self._wake is None or at < self._wake or self._wake <= self._now:
-            self._wake = at
+        self._timer(at, None)
+
+    def _timer(self, at: float, machine_id: str | None) -> None:
+        """Wake at ``at`` to re-check a machine's health (or, for ``None``, pauses and gates)."""
+        heapq.heappush(self._timers, (at, next(self._seq), machine_id))
 
     def _pump(self) -> None:
         """Start ready actions up to the concurrency bound."""
         if self.mode == "draining":
             self._maybe_drained()
-        if self._wake is not None and self._wake <= self._now:
-            self._wake = None
         while (
             self._ready
             and len(self._in_flight) < self.options.concurrency

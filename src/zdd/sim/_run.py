@@ -211,7 +211,7 @@ def _run_core(
             process()
 
     def listener(machine_id: str) -> None:
-        if alive[0] and machine_id in core.watched:
+        if alive[0] and core.is_watched(machine_id):
             core.machine_seen(fleet.now, fleet.machine(machine_id), machine_id)
             process()
 
