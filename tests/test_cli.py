@@ -25,7 +25,7 @@ def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", "--config", str(EXAMPLE), "--machines", "6")
     assert code == 0, err
     assert out.startswith("Plan (rolling): app: 6 -> 6 machines, v1 -> v2")
-    assert "run_command  release: /app/bin/migrate" in out
+    assert "release: /app/bin/migrate" in out
     assert "budget 2" in out
 
 

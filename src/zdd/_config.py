@@ -21,6 +21,7 @@ import attrs
 from ._durations import parse_duration
 from ._errors import InvalidConfig, ZddError
 from ._model import Desired, FleetState, GroupSpec, HealthCheck, Mount, Release
+from ._plan import redact_command
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -51,6 +52,10 @@ def _command(value: object, field: str) -> str | None:
     except ValueError as exc:
         raise InvalidConfig(f"cannot be split like a shell would: {exc}", field=field) from None
     return value
+
+
+def _redacted_command(command: str | None) -> str:
+    return repr(redact_command(command)) if command is not None else "None"
 
 
 # attrs converters must be named functions for mypy: one per field.
@@ -110,9 +115,13 @@ class _Common:
     """Options every strategy has."""
 
     wait_timeout: float = attrs.field(default=300.0, converter=_wait_timeout)
-    release_command: str | None = attrs.field(default=None, converter=_release_command)
+    release_command: str | None = attrs.field(
+        default=None, converter=_release_command, repr=_redacted_command
+    )
     release_command_timeout: float = attrs.field(default=300.0, converter=_release_command_timeout)
-    post_deploy_command: str | None = attrs.field(default=None, converter=_post_deploy_command)
+    post_deploy_command: str | None = attrs.field(
+        default=None, converter=_post_deploy_command, repr=_redacted_command
+    )
     post_deploy_command_timeout: float = attrs.field(
         default=300.0, converter=_post_deploy_command_timeout
     )
@@ -238,7 +247,8 @@ class CanaryStep:
     Attributes:
         machines: canary machines serving during this step (>= 1).
         weight: percent of the group's traffic sent to the canaries (1-100), where
-            the provider supports weights; ``None`` leaves traffic spread evenly.
+            the provider supports weights; ``None`` gives them their even share
+            (resetting an earlier step's weight).
         bake: how long to watch the canaries before going on.
         gate: a gate that must be approved before going on.
     """
@@ -275,9 +285,11 @@ class Canary(_Common):
     """A canary phase, then promotion by a rolling update.
 
     With no ``steps`` this is flyctl's form: one canary machine per group is
-    started, health-checked and destroyed, then the group rolls. With steps,
-    canaries keep serving through each step (its bake and gate) and through the
-    roll, then are retired.
+    started hidden, health-checked and destroyed, then the group rolls with
+    ``then``. With steps, canaries take traffic through each step (its weight,
+    bake and gate) and stay: in the promotion they count among the group's
+    machines, so the roll retires as many outdated machines as there are
+    canaries and updates the rest in place.
 
     Attributes:
         steps: the progressive steps; empty for flyctl's form.
@@ -291,7 +303,8 @@ class Canary(_Common):
 
     @property
     def canary_machines(self) -> int:
-        """The most canary machines any step asks for (1 in flyctl's form)."""
+        """The most canary machines any step asks for (1 in flyctl's form); rollbacks size
+        their surge with it."""
         return max((s.machines for s in self.steps), default=1)
 
 
@@ -332,8 +345,9 @@ def strategy_from_name(name: str, **options: Any) -> Strategy:
             if key_ in _FLY_STRATEGY_KEYS:
                 del options[key_]
                 continue
+            name_ = "canary_steps" if key_ == "steps" else key_
             raise InvalidConfig(
-                f"does not apply to the {cls.name} strategy", field=f"deploy.{key_}"
+                f"does not apply to the {cls.name} strategy", field=f"deploy.{name_}"
             )
     return cls(**options)
 
@@ -389,7 +403,8 @@ class Config:
 
     def desired(self, state: FleetState, version: str) -> Desired:
         """Keep ``state``'s shape, move every group to ``version`` under this config."""
-        groups = state.groups() or ()
+        groups = set(state.groups())
+        groups.update(k.removeprefix("desired.") for k in state.record if k.startswith("desired."))
         releases = {g: self.release(version, g) for g in groups}
         desired = Desired.from_fleet(state, releases)
         return Desired(

@@ -436,6 +436,8 @@ class ExecutorCore:
         elif action.kind == "uncordon" and action.machine:
             self._cordoned_at.pop(action.machine, None)
         elif isinstance(action, Label) and action.machine is None:
+            if action.replace:
+                self._record.clear()
             self._record.update(action.values)
         run.in_flight -= 1
         self._advance(run)

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 APP = "*"
+_URL_CREDENTIALS = re.compile(r"(://[^/\s:@]+):[^@\s/]+@")
 _ASSIGNMENT = re.compile(r"(?<![\w-])([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
 _SECRET_FLAG = re.compile(
     r"(--?[\w-]*(?:password|passwd|token|secret|key|credential)[\w-]*)([= ])(\S+)", re.IGNORECASE
@@ -48,7 +49,8 @@ _SECRET_FLAG = re.compile(
 
 def redact_command(command: str) -> str:
     """Hide the values of ``NAME=value`` words and ``--password x`` style flags."""
-    out = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}=<redacted>", command)
+    out = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}:<redacted>@", command)
+    out = _ASSIGNMENT.sub(lambda m: f"{m.group(1)}=<redacted>", out)
     return _SECRET_FLAG.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", out)
 
 
@@ -87,15 +89,16 @@ class Create(Action):
     """Create a machine of ``version`` in ``region``, hidden from traffic when ``hidden``.
 
     ``key`` is an idempotency key: a provider finding a machine with this key
-    must not create another. ``role`` says why it exists (``surge``, ``green``,
-    ``canary``, ``replacement``).
+    must not create another. ``role`` says why it exists: ``surge`` (a rolling
+    update's replacement), ``new`` (scaling up, or an immediate deployment),
+    ``green``, ``canary``.
     """
 
     kind: ClassVar[str] = "create"
     region: str
     version: str
     key: str
-    role: str = "replacement"
+    role: str = "new"
     hidden: bool = True
 
     def describe(self) -> str:
@@ -166,7 +169,12 @@ class Cordon(Action):
 
 @attrs.frozen(kw_only=True)
 class Uncordon(Action):
-    """Route traffic to a machine (release it); ``weight`` is a canary's traffic share."""
+    """Route traffic to a machine (release it).
+
+    ``weight``: the percentage of its group's traffic that the canaries share, for
+    providers that support weights (the provider records it as the machine's
+    ``zdd.weight`` label); ``None`` gives the machine its even share again.
+    """
 
     kind: ClassVar[str] = "uncordon"
     weight: int | None = None
@@ -231,7 +239,7 @@ class RunCommand(Action):
     kind: ClassVar[str] = "run_command"
     phase: str
     command: str = attrs.field(repr=redact_command)
-    version: str
+    target: str
     timeout: float = 300.0
 
     def to_json(self) -> dict[str, Any]:
@@ -248,15 +256,21 @@ class RunCommand(Action):
 
 @attrs.frozen(kw_only=True)
 class Label(Action):
-    """Write ``values`` into the deployment record (``machine=None``) or a machine's labels."""
+    """Write ``values`` into the deployment record (``machine=None``) or a machine's labels.
+
+    ``replace``: the record becomes exactly ``values`` (a new deployment's first
+    label, so that nothing of the previous deployment is read as this one's);
+    otherwise ``values`` are merged in.
+    """
 
     kind: ClassVar[str] = "label"
     values: FrozenMap[str] = attrs.field(converter=frozen_str_map)
+    replace: bool = False
 
     def describe(self) -> str:
         target = self.machine or "record"
         pairs = ", ".join(f"{k}={v}" for k, v in self.values.items())
-        return f"{target}: {pairs}"
+        return f"{target}: {pairs}" + (" (replacing the record)" if self.replace else "")
 
 
 ACTION_KINDS: tuple[str, ...] = (
@@ -368,9 +382,9 @@ class Plan:
             lines.append(f"{i:>{width}}. {step.why}" if step.why else f"{i:>{width}}.")
             pad = " " * (width + 2)
             for a in step.actions:
-                lines.append(f"{pad}{a.kind:<12} {a.describe()}{_group_suffix(a)}")
+                lines.append(f"{pad}{a.kind:<17} {a.describe()}{_group_suffix(a)}")
             for w in step.waits:
-                lines.append(f"{pad}{'then ' + w.kind:<12} {w.describe()}{_group_suffix(w)}")
+                lines.append(f"{pad}{'then ' + w.kind:<17} {w.describe()}{_group_suffix(w)}")
         return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from ._model import FleetState, Health, Machine, MachineState
+from ._model import FleetState, FrozenMap, Health, Machine, MachineState
 from ._plan import (
     Action,
     Cordon,
@@ -49,7 +49,7 @@ def apply_actions(state: FleetState, actions: Iterable[Action]) -> FleetState:
             )
         elif isinstance(a, Label):
             if a.machine is None:
-                record = record.update(a.values)
+                record = a.values if a.replace else record.update(a.values)
             elif m is not None:
                 machines[m.id] = attrs.evolve(m, labels=m.labels.update(a.values))
         elif isinstance(a, Gate):
@@ -69,7 +69,12 @@ def apply_actions(state: FleetState, actions: Iterable[Action]) -> FleetState:
         elif isinstance(a, Cordon):
             machines[m.id] = attrs.evolve(m, cordoned=True)
         elif isinstance(a, Uncordon):
-            machines[m.id] = attrs.evolve(m, cordoned=False)
+            labels = (
+                m.labels.set("zdd.weight", str(a.weight))
+                if a.weight is not None
+                else FrozenMap({k: v for k, v in m.labels.items() if k != "zdd.weight"})
+            )
+            machines[m.id] = attrs.evolve(m, cordoned=False, labels=labels)
         elif isinstance(a, WaitHealthy):
             machines[m.id] = attrs.evolve(m, state=MachineState.STARTED, health=Health.PASSING)
     return FleetState(machines=machines.values(), record=record)

@@ -58,7 +58,8 @@ def _fraction_or_count(flag: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         t = text.strip()
         try:
-            value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+            percent = t.endswith("%")
+            value = float(t[:-1]) / 100 if percent else float(t)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r} is not a number; use a fraction (0.25), a percentage "
@@ -66,6 +67,10 @@ def _fraction_or_count(flag: str) -> Callable[[str], float]:
             ) from None
         if value < 0 or value != value or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+        if percent and value >= 1:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a percentage must be below 100%; give a count of machines instead"
+            )
         return value
 
     return parse
@@ -216,6 +221,12 @@ _VERSION = re.compile(r"^v(\d+)$")
 
 
 def _next_version(state: FleetState) -> str:
+    if state.record.get("phase") in ("deploying", "rolling_back"):
+        # resuming: the deployment in progress says where it was going
+        target = state.record.get("rollback_of") or state.record.get("target", "")
+        versions = {part.partition("=")[2] for part in target.split(",") if "=" in part}
+        if len(versions) == 1:
+            return versions.pop()
     numbers = []
     for m in state.live:
         match = _VERSION.match(m.version)
@@ -229,7 +240,7 @@ def _next_version(state: FleetState) -> str:
 
 def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
     strategy = config.strategy
-    if args.strategy:
+    if args.strategy and args.strategy.strip().lower() != strategy.name:
         common = {
             f.name: getattr(strategy, f.name)
             for f in attrs.fields(type(strategy))
@@ -246,6 +257,15 @@ def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
                 "auto_rollback",
             }
         }
+        # the file's max_unavailable/max_surge carry over between rolling and canary
+        if isinstance(strategy, Rolling | Canary) and args.strategy.strip().lower() in (
+            "rolling",
+            "canary",
+        ):
+            rolling = strategy if isinstance(strategy, Rolling) else strategy.then
+            common["max_unavailable"] = rolling.max_unavailable
+            if rolling.max_surge:
+                common["max_surge"] = rolling.max_surge
         strategy = strategy_from_name(args.strategy, **common)
     overrides = {
         k: v

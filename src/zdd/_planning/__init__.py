@@ -160,7 +160,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
                             group=APP,
                             phase="release",
                             command=strategy.release_command,
-                            version=target,
+                            target=target,
                             timeout=strategy.release_command_timeout,
                         )
                     ],
@@ -169,7 +169,9 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
             )
         prefix.append(
             Step(
-                actions=[Label(group=APP, values=start_record(state, desired, strategy))],
+                actions=[
+                    Label(group=APP, values=start_record(state, desired, strategy), replace=True)
+                ],
                 why="record the deployment (what a resumed executor reads back)",
             )
         )
@@ -190,7 +192,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
                             group=APP,
                             phase="post_deploy",
                             command=strategy.post_deploy_command,
-                            version=target,
+                            target=target,
                             timeout=strategy.post_deploy_command_timeout,
                         )
                     ],

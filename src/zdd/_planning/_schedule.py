@@ -183,10 +183,11 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
             else:
                 done.append(task)
         unavailable = max(0, budget.desired - serving)
+        allowed = min(budget.desired, max(0, budget.desired - budget.floor))
         why = (
             f"{budget.group}: {unavailable} of {budget.desired} unavailable "
-            f"(budget {max(0, budget.desired - budget.floor)}), "
-            f"{live} machines (ceiling {budget.ceiling})"
+            f"(budget {allowed}), {live} machine{'' if live == 1 else 's'} "
+            f"(ceiling {budget.ceiling})"
         )
         out.append(GroupStep(tuple(actions), tuple(waits), why))
         for task in done:

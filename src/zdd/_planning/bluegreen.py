@@ -97,13 +97,22 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 GroupStep(
                     tuple(Uncordon(group=ctx.name, machine=g) for g in hidden),
                     (),
-                    f"{ctx.name}: switch: release {len(hidden)} greens to traffic",
+                    f"{ctx.name}: switch: release {_n(len(hidden), 'green')} to traffic",
                 )
             )
         steps.append(
             GroupStep(
                 (Label(group=ctx.name, values={f"bluegreen.{ctx.name}": SWITCHED}),),
-                (),
+                (
+                    Pause(
+                        group=ctx.name,
+                        duration=s.drain_delay,
+                        reason="let the proxy learn the greens before the blues go",
+                        key=f"{ctx.name}.switch",
+                    ),
+                )
+                if s.drain_delay > 0
+                else (),
                 f"{ctx.name}: record the switch",
             )
         )
@@ -118,14 +127,14 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 )
             )
     # 4. retire the blues
-    serving_blues = [m for m in blues if m.serving]
     running_blues = [m for m in blues if m.state in RUNNING or m.state is MachineState.UPDATING]
-    if serving_blues:
+    to_cordon = [m for m in running_blues if not m.cordoned]
+    if to_cordon:
         steps.append(
             GroupStep(
-                tuple(Cordon(group=ctx.name, machine=m.id) for m in serving_blues),
+                tuple(Cordon(group=ctx.name, machine=m.id) for m in to_cordon),
                 (),
-                f"{ctx.name}: greens serve; cordon {len(serving_blues)} blues",
+                f"{ctx.name}: greens serve; cordon {_n(len(to_cordon), 'blue')}",
             )
         )
     if running_blues:
@@ -156,7 +165,11 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
         GroupStep(
             tuple(Destroy(group=ctx.name, machine=m.id) for m in blues),
             (),
-            f"{ctx.name}: destroy {len(blues)} blues",
+            f"{ctx.name}: destroy {_n(len(blues), 'blue')}",
         )
     )
     return [Barrier(tuple(steps))]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

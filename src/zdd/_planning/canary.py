@@ -40,6 +40,15 @@ def _canaries(ctx: GroupContext) -> list[Machine]:
     ]
 
 
+def _weight_of(canaries: list[Machine]) -> int | None:
+    """The traffic weight the canaries were last given (their ``zdd.weight`` label)."""
+    for m in canaries:
+        raw = m.labels.get("zdd.weight", "")
+        if raw.isdigit():
+            return int(raw)
+    return None
+
+
 def _canary_region(ctx: GroupContext) -> str:
     # the region with the most desired machines (ties: wave order, then name)
     return min(ctx.spec.regions, key=lambda r: (-ctx.spec.regions[r], ctx.wave(r), r))
@@ -139,6 +148,7 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
     ]
     new_keys: list[str] = []
     steps: list[GroupStep] = []
+    weight = _weight_of(canaries)
     for k in range(done, len(s.steps)):
         step = s.steps[k]
         label = f"{ctx.name}: canary step {k + 1} of {len(s.steps)}"
@@ -158,7 +168,9 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
             f"{label}: {have} {'canary' if have == 1 else 'canaries'} healthy",
         )
         all_ids = [m.id for m in canaries] + new_keys
-        release = all_ids if step.weight is not None else sorted(hidden, key=all_ids.index)
+        reweigh = step.weight != weight
+        release = all_ids if reweigh else sorted(hidden, key=all_ids.index)
+        weight = step.weight
         if release:
             steps.append(
                 GroupStep(
@@ -198,6 +210,15 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
                 (Label(group=ctx.name, values={f"canary.{ctx.name}": str(k + 1)}),),
                 (),
                 f"{label}: record it",
+            )
+        )
+    if weight is not None:
+        all_ids = [m.id for m in canaries] + new_keys
+        steps.append(
+            GroupStep(
+                tuple(Uncordon(group=ctx.name, machine=i) for i in all_ids),
+                (),
+                f"{ctx.name}: canaries take a full share of traffic for the promotion",
             )
         )
     # promotion: the canaries serve as part of the group while the rest rolls

@@ -27,6 +27,8 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                         group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version
                     )
                 )
+                if m.cordoned:
+                    actions.append(Uncordon(group=ctx.name, machine=m.id))
             else:
                 if m.state not in (
                     MachineState.STARTED,

@@ -564,6 +564,8 @@ class SimulatedFleet:
             return m.freeze()
         if isinstance(action, Label):
             if action.machine is None:
+                if action.replace:
+                    self.record.clear()
                 self.record.update(action.values)
                 return None
             m = self._get(action.machine)
@@ -596,6 +598,8 @@ class SimulatedFleet:
                 self._set(m, cordoned=False)
             if action.weight is not None:
                 m.labels["zdd.weight"] = str(action.weight)
+            else:
+                m.labels.pop("zdd.weight", None)
         else:
             raise ProviderContractError(f"cannot perform a {action.kind} action")
         return m.freeze()

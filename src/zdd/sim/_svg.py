@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 import attrs
@@ -73,46 +73,9 @@ def render_svg(report: SimulationReport) -> str:
             f' height="{PLOT_H}" fill="url(#settle)"/>'
         )
         parts.append(_line(sx, plot_top, sx, frame.bottom, stroke=INK, dash="2 2"))
-    markers = sorted(enumerate(zip(badges, report.steps, strict=True), 1), key=lambda m: m[1][0][2])
-    for n, ((x, bx, row), (t, why)) in markers:  # top row first: lower stems pass over no badge
-        y = header + 12 + row * ROW + ROW / 2 - 2
-        stem = _path([(x, frame.bottom), (x, plot_top), (bx, y + 7)])
-        parts.append(
-            f'<g class="step"><title>{_esc(f"{n}. {t:.1f}s {why}")}</title>'
-            f'<path d="{stem}" fill="none" stroke="#555555" stroke-dasharray="4 3"/>'
-            + _badge(n, bx, y)
-            + "</g>"
-        )
-
-    legend = [(v, f'<rect width="12" height="12" y="-10" fill="{colours[v]}"/>') for v in versions]
-    legend.append(("serving", _line(0, -4, 12, -4, stroke=INK, width=2)))
-    if downtime:
-        legend.append(("no machine serving", f'<rect width="12" height="5" y="-6" fill="{DOWN}"/>'))
-    if settling:
-        legend.append(
-            (
-                "after the executor ended (machines settling)",
-                '<rect width="12" height="12" y="-10" fill="url(#settle)" stroke="#cccccc"/>',
-            )
-        )
-    y = frame.bottom + 52.0
-    x = float(LEFT)
-    for label, swatch in legend:
-        w = 24 + 7 * len(label)
-        if x + w > WIDTH - RIGHT and x > LEFT:
-            x, y = float(LEFT), y + ROW
-        parts.append(f'<g transform="translate({x:.1f} {y:.1f})">{swatch}</g>')
-        parts.append(_text(label, x + 16, y, max_px=WIDTH - RIGHT - x - 16))
-        x += w
-    for n, (t, why) in enumerate(report.steps, 1):
-        y += ROW
-        parts.append(
-            '<g class="step-legend">'
-            + _badge(n, LEFT + 4 + 3 * len(str(n)), y - 4)
-            + _text(f"{t:.1f}s", LEFT + 84, y, anchor="end")
-            + _text(why, LEFT + 92, y, max_px=WIDTH - RIGHT - LEFT - 92)
-            + "</g>"
-        )
+    parts += _markers(frame, report.steps, badges, header + 12)
+    legend, y = _legends(frame, versions, colours, report.steps, downtime, settling)
+    parts += legend
     height = round(y + 14)
     return "\n".join(
         [
@@ -245,6 +208,65 @@ def _chart(
         ' stroke-width="2" stroke-linejoin="round"/>'
     )
     return out
+
+
+def _markers(
+    frame: _Frame,
+    steps: Sequence[tuple[float, str]],
+    badges: Sequence[tuple[float, float, int]],
+    band_top: float,
+) -> list[str]:
+    """A dashed line and a numbered badge per step (class ``step``)."""
+    out = []
+    markers = sorted(enumerate(zip(badges, steps, strict=True), 1), key=lambda m: m[1][0][2])
+    for n, ((x, bx, row), (t, why)) in markers:  # top row first: lower stems pass over no badge
+        y = band_top + row * ROW + ROW / 2 - 2
+        stem = _path([(x, frame.bottom), (x, frame.plot_top), (bx, y + 7)])
+        out.append(
+            f'<g class="step"><title>{_esc(f"{n}. {t:.1f}s {why}")}</title>'
+            f'<path d="{stem}" fill="none" stroke="#555555" stroke-dasharray="4 3"/>'
+            + _badge(n, bx, y)
+            + "</g>"
+        )
+    return out
+
+
+def _legends(
+    frame: _Frame,
+    versions: Sequence[str],
+    colours: Mapping[str, str],
+    steps: Sequence[tuple[float, str]],
+    downtime: bool,
+    settling: bool,
+) -> tuple[list[str], float]:
+    """The key (wrapped to the width), then one line per step; and the last baseline."""
+    key = [(v, f'<rect width="12" height="12" y="-10" fill="{colours[v]}"/>') for v in versions]
+    key.append(("serving", _line(0, -4, 12, -4, stroke=INK, width=2)))
+    if downtime:
+        key.append(("no machine serving", f'<rect width="12" height="5" y="-6" fill="{DOWN}"/>'))
+    if settling:
+        swatch = '<rect width="12" height="12" y="-10" fill="url(#settle)" stroke="#cccccc"/>'
+        key.append(("after the executor ended (machines settling)", swatch))
+    out = []
+    y = frame.bottom + 52.0
+    x = float(LEFT)
+    for label, swatch in key:
+        w = 24 + 7 * len(label)
+        if x + w > WIDTH - RIGHT and x > LEFT:
+            x, y = float(LEFT), y + ROW
+        out.append(f'<g transform="translate({x:.1f} {y:.1f})">{swatch}</g>')
+        out.append(_text(label, x + 16, y, max_px=WIDTH - RIGHT - x - 16))
+        x += w
+    for n, (t, why) in enumerate(steps, 1):
+        y += ROW
+        out.append(
+            '<g class="step-legend">'
+            + _badge(n, LEFT + 4 + 3 * len(str(n)), y - 4)
+            + _text(f"{t:.1f}s", LEFT + 84, y, anchor="end")
+            + _text(why, LEFT + 92, y, max_px=WIDTH - RIGHT - LEFT - 92)
+            + "</g>"
+        )
+    return out, y
 
 
 def _frame_lines(frame: _Frame) -> list[str]:
