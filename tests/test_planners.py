@@ -297,3 +297,27 @@ def test_invalid_arguments() -> None:
     )
     with pytest.raises(zdd.InvalidFleetState, match=r"canary\.app"):
         zdd.plan(bad_record, desired, zdd.Canary(steps=[zdd.CanaryStep()]))
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        zdd.BlueGreen(switch_gate="qa"),
+        zdd.Canary(steps=[zdd.CanaryStep(machines=1, gate="qa")]),
+        zdd.Canary(),
+    ],
+)
+def test_a_second_deployment_reads_nothing_of_the_first(strategy: zdd.Strategy) -> None:
+    # v1 -> v2 completes (its record says switched / canary passed / gate approved),
+    # then v2 -> v3 starts and is resumed right after its first label
+    state = zdd.FleetState.uniform(2)
+    state = zdd.replay(state, zdd.plan(state, zdd.Desired.from_fleet(state, V2), strategy))[-1]
+    v3 = zdd.Release(version="v3", checks=[CHECK])
+    desired = zdd.Desired.from_fleet(state, v3)
+    plan = zdd.plan(state, desired, strategy)
+    started = zdd.apply_step(state, plan.steps[0])
+    assert set(started.record) == set(plan.steps[0].actions[0].values)  # replaced, not merged
+    resumed = zdd.plan(started, desired, strategy)
+    assert resumed.steps[:-1] == plan.steps[1:-1] or resumed.steps == plan.steps[1:]
+    first = resumed.steps[0]
+    assert any(isinstance(a, zdd.Create) for a in first.actions), first
