@@ -524,6 +524,11 @@ class ExecutorCore:
             self._finish("failed", str(exc))
         self._pump()
 
+    def abort(self, now: float, reason: str) -> None:
+        """Stop now as failed, without rolling back (the driver cannot go on)."""
+        self._now = now
+        self._finish("failed", reason)
+
     def interrupt(self, now: float) -> None:
         """The user asked to stop: roll back where the strategy can, else stop."""
         self._now = now
@@ -618,7 +623,7 @@ class ExecutorCore:
                 self.reporter.step_started(
                     self._elapsed,
                     scheduled.why
-                    or f"{group}: rolling, floor {pr.budget.floor} serving, "
+                    or f"{group}: rolling, floor {max(0, pr.budget.floor)} serving, "
                     f"ceiling {pr.budget.ceiling} machines",
                 )
             self._admit(pr)

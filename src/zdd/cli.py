@@ -27,6 +27,7 @@ from ._config import (
 )
 from ._durations import parse_duration
 from ._errors import InvalidConfig, ZddError
+from ._execute import ExecuteOptions, GateResult
 from ._fleetjson import load_fleet
 from ._model import Desired, FleetState
 from ._planning import plan
@@ -138,6 +139,14 @@ def _build_parser() -> _Parser:
         metavar="N",
         help="long-lived connections (websockets) held open; default 100",
     )
+    s.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="NAME=RESULT",
+        type=_gate,
+        help="how gate NAME answers: pass, fail, inconclusive or pending (default: pass)",
+    )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument(
         "--progress",
@@ -146,6 +155,19 @@ def _build_parser() -> _Parser:
     )
     s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
     return parser
+
+
+_GATE_RESULTS: tuple[GateResult, ...] = ("pass", "fail", "inconclusive", "pending")
+
+
+def _gate(text: str) -> tuple[str, GateResult]:
+    name, sep, result = text.partition("=")
+    for answer in _GATE_RESULTS:
+        if sep and name and result == answer:
+            return name, answer
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: write NAME=RESULT with RESULT one of {', '.join(_GATE_RESULTS)}"
+    )
 
 
 def _int(flag: str) -> Callable[[str], int]:
@@ -316,6 +338,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     state, desired, strategy = _inputs(args)
+    plan(state, desired, strategy)  # bad input is reported here, exit 2
+    answers: dict[str, GateResult] = dict(args.gate)
+
+    def gates(name: str) -> GateResult:
+        return answers.get(name, "pass")
+
     report = simulate(
         state,
         desired,
@@ -327,6 +355,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         rps=args.rps,
         capacity=args.capacity or None,
         connections=args.connections,
+        options=ExecuteOptions(gates=gates),
         reporter=(
             (JsonLinesReporter() if args.json else TextReporter()) if args.progress else None
         ),
@@ -337,7 +366,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise _UsageError(f"--svg: cannot write {args.svg} ({exc.strerror})") from None
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        # with --progress the output is JSON lines: the report is the last one
+        print(json.dumps(report.to_json(), indent=None if args.progress else 2))
     else:
         print(report.to_text())
         if args.svg:

@@ -139,6 +139,7 @@ class _M:
     gen: int = 0
     cordoned_at: float | None = None
     served: bool = False
+    moved: float = 0.0  # connections that left when it was cordoned
 
     def freeze(self) -> Machine:
         return Machine(
@@ -226,7 +227,11 @@ class SimulatedFleet:
         self.dropped_connections = 0.0
         self.timeline: list[tuple[float, int, int, dict[str, int]]] = []
         self._last = 0.0
-        self._share_since = -1e9
+        self._connected = float(self.traffic.connections)
+        self._reconnecting = 0.0
+        self._serving_history: list[tuple[float, int]] = []
+        self.min_serving_total = 0
+        self._crashing = False
         groups = {m.group for m in state.machines}
         tg = self.traffic.group
         self._traffic_groups = {tg} if tg else ({"app"} if "app" in groups else None)
@@ -257,6 +262,8 @@ class SimulatedFleet:
         for g in self.serving:
             self.min_serving[g] = self.serving[g]
             self.max_live[g] = self.live[g]
+        self.min_serving_total = sum(self.serving.values())
+        self._serving_history.append((-1e9, self._traffic_serving()))
         self._sample()
         for _ in range(self.faults.machine_crashes):
             at = self.rng.uniform(0, self.faults.crash_window)
@@ -307,6 +314,9 @@ class SimulatedFleet:
                     self.surge_machine_seconds += extra * dt
         self.now = max(self.now, at)
         self._last = self.now
+        if dt > 0 and self._reconnecting and self._traffic_serving():
+            self._connected += self._reconnecting
+            self._reconnecting = 0.0
 
     def _traffic_serving(self) -> int:
         if self._traffic_groups is None:
@@ -335,13 +345,21 @@ class SimulatedFleet:
         if was_serving and self._takes_traffic(m):
             stops = changes.get("state", m.state) is not MachineState.STARTED
             if stops:
-                self._lose_traffic(m, cause="stopped_without_drain")
+                cause = "machine_crash" if self._crashing else "stopped_without_drain"
+                self._lose_traffic(m, cause=cause)
         self._count(m, -1)
         for k, v in changes.items():
             setattr(m, k, v)
         m.gen += 1
         if changes.get("cordoned") is True:
             m.cordoned_at = self.now
+            if was_serving and self._takes_traffic(m):
+                # its clients move away cleanly: reconnecting, not dropped
+                serving = self._traffic_serving() + 1
+                moved = self._connected / serving
+                self._connected -= moved
+                self._reconnecting += moved
+                m.moved = moved
         elif changes.get("cordoned") is False:
             m.cordoned_at = None
         if (
@@ -358,7 +376,7 @@ class SimulatedFleet:
                 self._lose_traffic(m, cause="stopped_without_drain", drained=drained)
         self._count(m, +1)
         if m.serving != was_serving and self._takes_traffic(m):
-            self._share_since = self.now
+            self._note_share()
         if m.serving:
             m.served = True
         g = m.group
@@ -371,21 +389,64 @@ class SimulatedFleet:
     def _lose_traffic(self, m: _M, *, cause: str, drained: float = 0.0) -> None:
         """Requests in flight on ``m`` fail and its connections drop.
 
-        In flight: what reached ``m`` in the last ``request_time`` seconds at its
-        current share of the traffic (no further back than the last change of
-        that share, so that a burst of stops is not counted twice).
+        In flight: what reached ``m`` during the last ``request_time`` seconds
+        (less the time it has been cordoned), at its share of the traffic over
+        that window. Connections are spread evenly over serving machines; the
+        ones dropped here reconnect to the machines serving a moment later.
         """
-        serving = max(1, self._traffic_serving() + (0 if m.serving else 1))
-        share = self.traffic.rps / serving
-        window = min(self.traffic.request_time, self.now - self._share_since)
-        in_flight = share * max(0.0, window - drained)
-        self.failed[cause] += in_flight
-        self.dropped_connections += self.traffic.connections / serving
+        start = self.now - self.traffic.request_time
+        end = self.now - drained
+        if end > start:
+            self.failed[cause] += self.traffic.rps * self._share_integral(start, end)
+        if m.serving:
+            lost = self._connection_share(m)
+            self.dropped_connections += lost
+            self._connected -= lost
+            self._reconnecting += lost
+        elif drained < self.traffic.reconnect_time:
+            self.dropped_connections += m.moved
+
+    def _connection_share(self, m: _M) -> float:
+        serving = self._traffic_serving()
+        if m.serving:
+            return self._connected / serving if serving else 0.0
+        # cordoned too briefly: the clients that were leaving are cut off
+        return m.moved
+
+    def _share_integral(self, start: float, end: float) -> float:
+        """Integral over [start, end] of 1 / (machines serving traffic)."""
+        total = 0.0
+        history = self._serving_history
+        for i in range(len(history) - 1, -1, -1):
+            t, n = history[i]
+            t_next = history[i + 1][0] if i + 1 < len(history) else self.now
+            lo, hi = max(t, start), min(t_next, end)
+            if hi > lo and n > 0:
+                total += (hi - lo) / n
+            if t <= start:
+                break
+        return total
+
+    def _note_share(self) -> None:
+        n = self._traffic_serving()
+        history = self._serving_history
+        if history and history[-1][0] == self.now:
+            history[-1] = (self.now, n)
+        else:
+            history.append((self.now, n))
+        horizon = self.now - self.traffic.request_time
+        cut = 0
+        while cut + 1 < len(history) and history[cut + 1][0] <= horizon:
+            cut += 1
+        if cut > 64:
+            del history[:cut]
 
     def _sample(self) -> None:
+        total = sum(self.serving.values())
+        self.min_serving_total = min(self.min_serving_total, total)
         point = (
             self.now,
-            sum(self.serving.values()),
+            total,
             sum(self.live.values()),
             {v: n for v, n in self.by_version.items() if n},
         )
@@ -447,13 +508,11 @@ class SimulatedFleet:
         if not running:
             return
         m = self.rng.choice(sorted(running, key=lambda x: x.id))
-        if m.serving and self._takes_traffic(m):
-            self._lose_traffic(m, cause="machine_crash")
-            # _set must not count it again as a stop without drain
-            self._count(m, -1)
-            m.cordoned = True
-            self._count(m, +1)
-        self._set(m, state=MachineState.FAILED, health=Health.CRITICAL, cordoned=False)
+        self._crashing = True
+        try:
+            self._set(m, state=MachineState.FAILED, health=Health.CRITICAL)
+        finally:
+            self._crashing = False
 
     # -- the Provider protocol -------------------------------------------------
 

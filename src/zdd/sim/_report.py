@@ -114,7 +114,7 @@ class SimulationReport:
         if self.converged:
             verdict = "converged"
         elif self.rolled_back:
-            verdict = "rolled back"
+            verdict = f"rolled back ({self.error})" if self.error else "rolled back"
         else:
             verdict = f"FAILED ({self.error})" if self.error else "did not converge"
         pct = 100.0 * self.failed_requests / self.total_requests if self.total_requests else 0.0
@@ -141,8 +141,8 @@ class SimulationReport:
         if not self.timeline:
             return []
         end = max(self.makespan_s, self.timeline[-1].t, 1e-9)
-        rows = 8
         top = max(max(p.machines for p in self.timeline), 1)
+        rows = min(8, top)
         cols: list[tuple[int, int]] = []
         i = 0
         points = self.timeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._config import Strategy
 from .._errors import DeploymentLocked, InvalidConfig
-from .._execute import ExecuteOptions, ExecutorCore
+from .._execute import ExecuteOptions, ExecutorCore, GateResult
 from .._model import Desired, FleetState, FrozenMap, Health, Machine
 from ..providers.simulated import Faults, HealthMode, ReleaseBehaviour, SimulatedFleet, Traffic
 from ..reporters import Reporter
@@ -70,6 +70,8 @@ def simulate(
             check_interval=behaviour.check_interval,
             has_checks=behaviour.has_checks,
         )
+    if options is None:
+        options = ExecuteOptions(gates=_pass_all)
     fleet = SimulatedFleet(
         state,
         releases=releases,
@@ -82,6 +84,11 @@ def simulate(
     return simulate_fleet(
         fleet, desired, strategy, options=options, reporter=reporter, max_time=max_time
     )
+
+
+def _pass_all(name: str) -> GateResult:
+    """Simulations approve every gate unless told otherwise."""
+    return "pass"
 
 
 class _StepLog(Reporter):
@@ -123,6 +130,7 @@ def simulate_fleet(
     log = _StepLog(reporter, fleet)
     crash_after = fleet.faults.executor_crash_after
     performed = 0
+    actions = 0
     resumed = 0
     generation = 0
     core: ExecutorCore | None = None
@@ -142,6 +150,7 @@ def simulate_fleet(
         budget = None if crash_after is None or resumed else crash_after - performed
         crashed, n = _run_core(fleet, core, owner, lock_ttl, budget, max_time)
         performed += n
+        actions += core.actions
         if not crashed:
             break
         resumed += 1
@@ -149,7 +158,7 @@ def simulate_fleet(
     end = fleet.now
     fleet.release_lock(owner)
     _settle(fleet, end)
-    return _report(fleet, initial, desired, strategy, core, end, resumed, log.steps)
+    return _report(fleet, initial, desired, strategy, core, end, resumed, log.steps, actions)
 
 
 def _run_core(
@@ -226,11 +235,10 @@ def _run_core(
     fleet.schedule(fleet.now + lock_ttl / 3, refresh)
     while alive[0] and not core.finished:
         if fleet.now > max_time:
-            core.tick(fleet.now)
-            core._fail(f"the simulation passed {max_time:g}s of virtual time")
+            core.abort(fleet.now, f"the simulation passed {max_time:g}s of virtual time")
             break
         if not fleet.step():
-            core._fail("nothing left to happen, yet the deployment is not finished")
+            core.abort(fleet.now, "nothing left to happen, yet the deployment is not finished")
             break
     fleet.listener = None
     return (not alive[0]), performed[0]
@@ -245,10 +253,10 @@ def _settle(fleet: SimulatedFleet, end: float) -> None:
         ]
     )
     horizon = end + slowest
-    while fleet.next_event_at is not None and fleet.next_event_at <= horizon:
+    while (
+        not _settled(fleet) and fleet.next_event_at is not None and fleet.next_event_at <= horizon
+    ):
         fleet.step()
-        if _settled(fleet):
-            break
 
 
 def _settled(fleet: SimulatedFleet) -> bool:
@@ -276,6 +284,7 @@ def _report(
     end: float,
     resumed: int,
     steps: list[tuple[float, str]],
+    actions: int,
 ) -> SimulationReport:
     final = fleet.observe()
     result = core.result
@@ -288,7 +297,8 @@ def _report(
     )
     start_versions = {(m.group, m.version) for m in initial.live}
     rolled_back = (
-        not converged
+        result.outcome == "rolled_back"
+        and not converged
         and _shape(final) == _shape(initial)
         and {(m.group, m.version) for m in final.live} == start_versions
         and all(m.serving for m in final.live)
@@ -304,7 +314,7 @@ def _report(
         rolled_back=rolled_back,
         outcome=result.outcome,
         error=result.error,
-        min_serving=min((p[1] for p in fleet.timeline), default=0),
+        min_serving=fleet.min_serving_total,
         min_serving_by_group=dict(sorted(fleet.min_serving.items())),
         max_machines=max((p[2] for p in fleet.timeline), default=0),
         max_machines_by_group=dict(sorted(fleet.max_live.items())),
@@ -314,7 +324,7 @@ def _report(
         failed_requests=sum(failed.values()),
         failed_by_cause=failed,
         dropped_connections=round(fleet.dropped_connections),
-        actions=core.actions,
+        actions=actions,
         api_calls=fleet.api_calls,
         resumed=resumed,
         final=tuple((m.id, m.group, m.version, m.state.value) for m in final.machines),
@@ -328,7 +338,7 @@ def _downsample(
 ) -> tuple[TimelinePoint, ...]:
     """At most ``MAX_TIMELINE`` points; each bucket keeps its least-serving point."""
     if len(points) > MAX_TIMELINE:
-        size = -(-len(points) // MAX_TIMELINE)
+        size = -(-len(points) // (MAX_TIMELINE // 2))
         kept = []
         for i in range(0, len(points), size):
             bucket = points[i : i + size]
