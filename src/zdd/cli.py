@@ -1,7 +1,8 @@
 """The ``zdd`` command: a thin argparse front end over the library.
 
-Exit codes: 0 success, 1 a deployment failed, 2 bad input (one line on
-stderr, never a traceback), 3 the fleet is locked by someone else.
+Exit codes: 0 success, 1 a deployment failed (or rolled back, or the provider
+failed), 2 bad input (one line on stderr, never a traceback), 3 the fleet is
+locked by someone else, 130 interrupted before a deployment began.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from ._config import (
     strategy_from_name,
 )
 from ._durations import parse_duration
-from ._errors import InvalidConfig, ZddError
-from ._execute import ExecuteOptions, GateResult
+from ._errors import (
+    ActionFailed,
+    DeploymentLocked,
+    DeployTimeout,
+    InvalidConfig,
+    ProviderContractError,
+    ZddError,
+)
+from ._execute import ExecuteOptions, GateResult, execute
 from ._fleetjson import load_fleet
 from ._model import Desired, FleetState
 from ._planning import plan
@@ -154,6 +162,42 @@ def _build_parser() -> _Parser:
         help="print each executor event as it happens (JSON lines with --json)",
     )
     s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
+    d = sub.add_parser("deploy", help="deploy a release to a real fleet")
+    d.add_argument("--provider", choices=("fly",), required=True, help="where the fleet runs")
+    d.add_argument("--app", help="the Fly app (default: app in fly.toml)")
+    d.add_argument(
+        "--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from"
+    )
+    d.add_argument("--image", help="the image to deploy (default: [build].image in fly.toml)")
+    d.add_argument(
+        "--version",
+        dest="target_version",
+        metavar="V",
+        help="the release's version label (default: the image's tag)",
+    )
+    d.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
+    d.add_argument("--max-unavailable", metavar="X", type=_fraction_or_count("--max-unavailable"))
+    d.add_argument("--max-surge", metavar="X", type=_fraction_or_count("--max-surge"))
+    d.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    d.add_argument("--json", action="store_true", help="JSON lines (or the plan as JSON)")
+    d.add_argument(
+        "--api-url", metavar="URL", help="Machines API URL (default: ZDD_FLY_API_URL or Fly's)"
+    )
+    d.add_argument(
+        "--poll-interval",
+        type=_duration("--poll-interval"),
+        default=2.0,
+        metavar="DUR",
+        help="how often machines being waited on are read (default 2s)",
+    )
+    d.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="NAME=RESULT",
+        type=_gate,
+        help="answer a gate: pass or fail (unanswered gates wait for approval)",
+    )
     return parser
 
 
@@ -375,6 +419,58 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.converged else EXIT_FAILED
 
 
+def _image_version(image: str) -> str:
+    """A version label from an image reference: its tag, or the start of its digest."""
+    ref = image.rsplit("/", 1)[-1]
+    if "@" in ref:
+        digest = ref.split("@", 1)[1]
+        return digest.split(":", 1)[-1][:12] or digest
+    if ":" in ref:
+        return ref.rsplit(":", 1)[1]
+    return "latest"
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from .providers.fly import FlyMachines
+
+    config = load_config(args.config) if args.config else Config()
+    args.fleet = None
+    args.machines = None
+    strategy = _strategy(args, config)
+    image = args.image or config.image
+    if not image:
+        raise _UsageError("give the image to deploy with --image REF (or [build].image)")
+    app = args.app or config.app
+    if not app:
+        raise _UsageError("give the Fly app with --app NAME (or app in fly.toml)")
+    config = attrs.evolve(config, image=image)
+    provider = FlyMachines(app, base_url=args.api_url)
+    state = provider.observe()
+    version = args.target_version or _image_version(image)
+    desired = config.desired(state, version)
+    for group in desired.groups:
+        provider.register_release(group.release)
+    preview = plan(state, desired, strategy)
+    if args.dry_run:
+        print(json.dumps(preview.to_json(), indent=2) if args.json else preview.to_text())
+        return EXIT_OK
+    answers: dict[str, GateResult] = dict(args.gate)
+
+    def gates(name: str) -> GateResult:
+        return answers.get(name, "pending")
+
+    reporter = JsonLinesReporter() if args.json else TextReporter()
+    result = execute(
+        provider,
+        desired,
+        strategy,
+        options=ExecuteOptions(gates=gates),
+        reporter=reporter,
+        poll_interval=args.poll_interval,
+    )
+    return EXIT_OK if result.converged else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _build_parser()
@@ -387,10 +483,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "simulate":
             return _cmd_simulate(args)
+        if args.command == "deploy":
+            return _cmd_deploy(args)
         raise _UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except _UsageError as exc:
         _fail(str(exc))
         return EXIT_USAGE
+    except DeploymentLocked as exc:
+        _fail(str(exc))
+        return EXIT_LOCKED
+    except (ActionFailed, DeployTimeout, ProviderContractError) as exc:
+        _fail(str(exc))  # the world's fault, not the input's
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
     except ZddError as exc:
         _fail(str(exc))
         return EXIT_USAGE
