@@ -34,6 +34,7 @@ _HEALTH = [Health.PASSING] * 6 + [Health.CRITICAL, Health.WARNING, Health.UNKNOW
 _CORDONED = [False] * 6 + [True]
 _VERSIONS = [OLD] * 5 + [TARGET, TARGET, "v0"]
 _HAS_VOLUME = [False] * 4 + [True]
+_DROP_GROUP = [False] * 5 + [True]
 
 
 def release(*, checks: bool = True, version: str = TARGET) -> zdd.Release:
@@ -49,6 +50,7 @@ def fleets(
     max_machines: int = 40,
     volumes: bool = False,
     ordinary: bool = False,
+    prefer_big: bool = False,
     groups: Sequence[str] = GROUPS,
     regions: Sequence[str] = REGIONS,
 ) -> zdd.FleetState:
@@ -57,7 +59,8 @@ def fleets(
     Machines spread over 1-3 of ``groups`` and 1-3 of ``regions``. States are
     mostly started, health mostly passing, a few cordoned, some already on the
     target version. ``volumes`` gives some machines a volume; ``ordinary``
-    makes every machine started, passing, uncordoned, without a volume.
+    makes every machine started, passing, uncordoned, without a volume;
+    ``prefer_big`` draws at least 15 machines half the time.
     """
     chosen_groups = draw(st.lists(st.sampled_from(groups), min_size=1, max_size=3, unique=True))
     chosen_regions = draw(st.lists(st.sampled_from(regions), min_size=1, max_size=3, unique=True))
@@ -81,7 +84,11 @@ def fleets(
             st.sampled_from(_VERSIONS),
             st.sampled_from(_HAS_VOLUME) if volumes else st.just(False),
         )
-    rows = draw(st.lists(fields, min_size=min_machines, max_size=max_machines))
+    # With prefer_big, half the time a big fleet (hypothesis alone draws mostly
+    # short lists); a failing example still shrinks to a short list.
+    big = prefer_big and draw(st.sampled_from([False, True]), label="big fleet")
+    least = max(min_machines, min(max_machines, 15)) if big else min_machines
+    rows = draw(st.lists(fields, min_size=least, max_size=max_machines))
     machines = [
         zdd.Machine(
             id=f"m{i}",
@@ -103,37 +110,55 @@ def desireds(
     draw: st.DrawFn,
     state: zdd.FleetState,
     *,
-    scale: bool = True,
+    scale: bool | None = None,
     checks: bool = True,
     max_per_region: int = 15,
 ) -> zdd.Desired:
-    """The fleet's shape on the target release; with ``scale``, sometimes a changed count.
+    """The fleet's shape on the target release, or (``scale``) a changed shape.
 
-    A scaled shape changes each group's count per region by -3..+3 (never below
-    0, at most ``max_per_region``), possibly in a region the group is not in yet.
+    ``scale=None`` changes it sometimes, ``True`` always, ``False`` never. A
+    changed shape either changes each group's count per region by -3..+3 (never
+    below 0, at most ``max_per_region``, possibly in a region the group is not
+    in yet), or moves 1-3 machines of each group from one region to another;
+    and now and then a group is dropped (no longer desired).
     """
     rel = release(checks=checks)
     desired = zdd.Desired.from_fleet(state, rel)
-    if not scale or not draw(st.booleans()):
+    if scale is False or (scale is None and not draw(st.booleans(), label="scale")):
         return desired
+    move = draw(st.booleans(), label="move machines between regions")
     specs = []
     for spec in desired.groups:
-        extra = draw(st.lists(st.sampled_from(REGIONS), max_size=1, unique=True))
-        counts: dict[str, int] = {}
-        for region in sorted(set(spec.regions) | set(extra)):
-            now = spec.regions.get(region, 0)
-            delta = draw(st.integers(-3, 3), label=f"{spec.name}.{region}")
-            counts[region] = min(max_per_region, max(0, now + delta))
+        if draw(st.sampled_from(_DROP_GROUP), label=f"drop group {spec.name}"):
+            continue  # no longer desired: its machines are retired
+        counts = dict(spec.regions)
+        if move and any(counts.values()):
+            # the same count, k machines moved from one region to another
+            src = draw(st.sampled_from(sorted(r for r, n in counts.items() if n)))
+            dst = draw(st.sampled_from([r for r in REGIONS if r != src]))
+            k = draw(st.integers(1, min(3, counts[src])))
+            counts[src] -= k
+            counts[dst] = counts.get(dst, 0) + k
+        else:
+            extra = draw(st.lists(st.sampled_from(REGIONS), max_size=1, unique=True))
+            for region in sorted(set(counts) | set(extra)):
+                delta = draw(st.integers(-3, 3), label=f"{spec.name}.{region}")
+                counts[region] = min(max_per_region, max(0, counts.get(region, 0) + delta))
         specs.append(zdd.GroupSpec(name=spec.name, release=rel, regions=counts))
     return zdd.Desired(groups=specs)
 
 
 def is_scaled(state: zdd.FleetState, desired: zdd.Desired) -> bool:
     """Whether ``desired`` changes the fleet's shape (not only its release)."""
-    same = zdd.Desired.from_fleet(state, desired.groups[0].release) if desired.groups else None
-    return same is None or [(g.name, dict(g.regions)) for g in same.groups] != [
+    same = zdd.Desired.from_fleet(state, release())
+    return [(g.name, dict(g.regions)) for g in same.groups] != [
         (g.name, dict(g.regions)) for g in desired.groups
     ]
+
+
+def desired_release(desired: zdd.Desired) -> zdd.Release:
+    """The release ``desired`` deploys (the same for every group here)."""
+    return desired.groups[0].release if desired.groups else release()
 
 
 # -- strategy configs ---------------------------------------------------------
@@ -287,8 +312,14 @@ _WORDS = (
 )
 
 
-def _scalars(*, huge_ints: bool = True) -> st.SearchStrategy[Any]:
-    ints = st.integers() if huge_ints else st.integers(-(2**63), 2**63 - 1)
+#: Integers beyond what a float can hold (no TOML file can hold them either).
+HUGE_INTS = st.integers(min_value=2**1024) | st.integers(max_value=-(2**1024))
+
+
+def _scalars(*, huge_ints: bool = False) -> st.SearchStrategy[Any]:
+    ints = st.integers(-(2**63), 2**63 - 1)
+    if huge_ints:
+        ints = ints | HUGE_INTS
     return st.one_of(
         st.none(),
         st.booleans(),
@@ -300,7 +331,7 @@ def _scalars(*, huge_ints: bool = True) -> st.SearchStrategy[Any]:
 
 
 def nested_data(
-    keys: Sequence[str], *, none: bool = True, huge_ints: bool = True
+    keys: Sequence[str], *, none: bool = True, huge_ints: bool = False
 ) -> st.SearchStrategy[Any]:
     """JSON/TOML-like values whose dict keys are mostly drawn from ``keys``."""
     scalars = _scalars(huge_ints=huge_ints)
@@ -314,7 +345,7 @@ def nested_data(
     )
 
 
-def config_mappings(*, huge_ints: bool = True) -> st.SearchStrategy[Mapping[str, Any]]:
+def config_mappings(*, huge_ints: bool = False) -> st.SearchStrategy[Mapping[str, Any]]:
     """Random fly.toml-shaped mappings (most keys real fly.toml names)."""
     key = st.sampled_from(FLY_KEYS) | st.text(max_size=8)
     return st.dictionaries(key, nested_data(FLY_KEYS, huge_ints=huge_ints), max_size=8)
@@ -381,7 +412,7 @@ def config_texts() -> st.SearchStrategy[str]:
     """Random text, and TOML text of random fly.toml-shaped mappings."""
     return st.one_of(
         st.text(),
-        config_mappings(huge_ints=False).map(to_toml),
+        config_mappings().map(to_toml),
     )
 
 
@@ -392,8 +423,26 @@ def fleet_json() -> st.SearchStrategy[Any]:
         st.sampled_from(_WORDS) | nested_data(MACHINE_KEYS),
         max_size=9,
     )
+    anything = nested_data(MACHINE_KEYS)
     fleet = st.fixed_dictionaries(
-        {"machines": st.lists(machine, max_size=5)},
-        optional={"record": st.dictionaries(st.text(max_size=6), st.text(max_size=6) | _scalars())},
+        {"machines": st.lists(machine | anything, max_size=5) | anything},
+        optional={
+            "record": st.dictionaries(st.text(max_size=6), st.text(max_size=6) | _scalars())
+            | anything
+        },
     )
-    return st.one_of(fleet, nested_data(MACHINE_KEYS))
+    return st.one_of(fleet, anything)
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn, *, scale: bool | None = None, **fleet_options: Any
+) -> tuple[zdd.FleetState, zdd.Desired]:
+    """A fleet (``fleets(prefer_big=True, **fleet_options)``) and what it should become."""
+    state = draw(fleets(**{"prefer_big": True, **fleet_options}))
+    return state, draw(desireds(state, scale=scale))
+
+
+def one_group(regions: Mapping[str, int], *, group: str = "app") -> zdd.Desired:
+    """A desired shape of one group on the target release (for explicit examples)."""
+    return zdd.Desired(groups=[zdd.GroupSpec(name=group, release=release(), regions=regions)])

@@ -103,7 +103,8 @@ def test_fleet_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["plan", "--fleet", "/nonexistent.json"], "no such file"),
         (["plan", "--machines", "3", "--fleet", "f.json"], "not allowed with"),
         (["plan", "--machines", "2", "--bogus"], "unrecognized"),
-        (["deploy"], "invalid choice"),
+        (["deploy"], "--provider"),
+        (["launch"], "invalid choice"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

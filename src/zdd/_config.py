@@ -139,7 +139,10 @@ def _count(value: object, field: str) -> float:
             f"must be a number (a fraction such as 0.25, or a count such as 2), got {value!r}",
             field=field,
         )
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        raise InvalidConfig(f"{value!r} is too large", field=field) from None
     if not math.isfinite(x):
         raise InvalidConfig(f"must be finite, got {value!r}", field=field)
     if x < 0:
@@ -478,7 +481,7 @@ def parse_config(text: str | Mapping[str, Any], *, path: str | None = None) -> C
         return _parse(data, path)
     except ZddError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:  # pragma: no cover - safety
+    except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
         raise InvalidConfig(f"unreadable configuration: {exc}") from None
 
 

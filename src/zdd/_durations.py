@@ -55,7 +55,10 @@ def parse_duration(
     if isinstance(value, int | float):
         if bare_unit is None:
             raise InvalidConfig(f"a bare number ({value!r}) has no unit here; {_HINT}", field=field)
-        seconds = float(value) * bare_unit
+        try:
+            seconds = float(value) * bare_unit
+        except OverflowError:
+            raise InvalidConfig(f"{value!r} is too large; {_HINT}", field=field) from None
     elif isinstance(value, str):
         seconds = _parse_go(value.strip(), field)
     else:

@@ -54,7 +54,7 @@ from ._errors import (
 from ._model import Desired, FleetState, GroupSpec, Health, Machine, MachineState, decode_regions
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
 from ._planning import DEPLOYING, ROLLING_BACK, Blueprint, blueprint, target_of
-from ._planning._schedule import Barrier, Budget, Element, Scheduled, Task
+from ._planning._schedule import Barrier, Budget, Element, Scheduled, Task, admit_wave, unblock
 from .reporters import Reporter
 
 __all__ = [
@@ -262,21 +262,16 @@ class _PhaseRun:
         if self.wave_i >= len(self.waves):
             return []
         wave = self.waves[self.wave_i]
-        free, slot, room = self.queues[wave]
-        out: list[Task] = []
-        while free:
-            out.append(free.popleft())
-        while slot and self.live + 1 <= self.budget.ceiling:
-            task = slot.popleft()
-            self.live += 1
-            if task.needs_room:
-                self.serving -= 1
-            out.append(task)
-        while room and self.serving - 1 >= self.budget.floor:
-            out.append(room.popleft())
-            self.serving -= 1
+        out, self.serving, self.live = admit_wave(
+            self.queues[wave], self.serving, self.live, self.budget
+        )
+        if not out and self.active == 0:
+            out, self.serving, self.live = unblock(
+                self.queues, self.waves[self.wave_i + 1 :], self.serving, self.live, self.budget
+            )
         self.active += len(out)
-        self.active_by_wave[wave] = self.active_by_wave.get(wave, 0) + len(out)
+        for t in out:
+            self.active_by_wave[t.wave] = self.active_by_wave.get(t.wave, 0) + 1
         return out
 
     def finished(self, task: Task) -> None:
@@ -1028,7 +1023,14 @@ def _deliver(core: ExecutorCore, fut: Future[Machine | None], ref: int, now: flo
 
 
 def _observe(provider: Any) -> FleetState:
-    state = provider.observe()
+    try:
+        state = provider.observe()
+    except ZddError:
+        raise
+    except Exception as exc:  # a provider breaking its contract
+        raise ProviderContractError(
+            f"provider raised {type(exc).__name__} from observe(): {exc}"
+        ) from None
     if not isinstance(state, FleetState):
         raise ProviderContractError(f"observe() returned {type(state).__name__}, not a FleetState")
     return state
@@ -1040,6 +1042,12 @@ def _poll(core: ExecutorCore, provider: Any, machine_id: str, now: float) -> Non
         m = provider.machine(machine_id)
     except ActionFailed:
         return
+    except ZddError:
+        raise
+    except Exception as exc:  # a provider breaking its contract
+        raise ProviderContractError(
+            f"provider raised {type(exc).__name__} from machine(): {exc}"
+        ) from None
     if m is not None and not isinstance(m, Machine):
         raise ProviderContractError(f"machine() returned {type(m).__name__}, not a Machine")
     core.machine_seen(now, m, machine_id)

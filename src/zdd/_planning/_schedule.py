@@ -151,23 +151,13 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
             wave_i += 1
         if wave_i >= len(waves) and not active:
             break
-        admitted = 0
         if wave_i < len(waves):
-            free, slot, room = queues[waves[wave_i]]
-            while free:
-                active.append((free.popleft(), 0))
-                admitted += 1
-            while slot and live + 1 <= budget.ceiling:
-                task = slot.popleft()
-                live += 1
-                if task.needs_room:
-                    serving -= 1
-                active.append((task, 0))
-                admitted += 1
-            while room and serving - 1 >= budget.floor:
-                active.append((room.popleft(), 0))
-                serving -= 1
-                admitted += 1
+            new, serving, live = admit_wave(queues[waves[wave_i]], serving, live, budget)
+            active.extend((t, 0) for t in new)
+        if not active:
+            # the wave is blocked: a later wave that can make progress goes first
+            new, serving, live = unblock(queues, waves[wave_i + 1 :], serving, live, budget)
+            active.extend((t, 0) for t in new)
         if not active:
             raise PlanningImpossible(_stuck_message(budget, serving, live, queues, waves[wave_i]))
         actions: list[Action] = []
@@ -196,6 +186,46 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
                 live -= 1
         active = still
     return out
+
+
+def admit_wave(
+    queues: tuple[deque[Task], deque[Task], deque[Task]],
+    serving: int,
+    live: int,
+    budget: Budget,
+) -> tuple[list[Task], int, int]:
+    """Admit a wave's tasks as the budgets allow: (tasks, serving, live) after."""
+    free, slot, room = queues
+    out: list[Task] = []
+    while free:
+        out.append(free.popleft())
+    while slot and live + 1 <= budget.ceiling:
+        task = slot.popleft()
+        live += 1
+        if task.needs_room:
+            serving -= 1
+        out.append(task)
+    while room and serving - 1 >= budget.floor:
+        out.append(room.popleft())
+        serving -= 1
+    return out, serving, live
+
+
+def unblock(
+    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]],
+    later: Sequence[int],
+    serving: int,
+    live: int,
+    budget: Budget,
+) -> tuple[list[Task], int, int]:
+    """When the current wave can admit nothing and nothing runs, the first later wave
+    with something admissible goes ahead (a repair, a create, a retirement that frees
+    a slot), so that region waves never make a possible plan impossible."""
+    for wave in later:
+        out, serving, live = admit_wave(queues[wave], serving, live, budget)
+        if out:
+            return out, serving, live
+    return [], serving, live
 
 
 def _in_wave(active: list[tuple[Task, int]], wave: int) -> bool:

@@ -17,7 +17,7 @@ only ever costs the greens.
 from __future__ import annotations
 
 from .._config import BlueGreen
-from .._model import MachineState
+from .._model import Machine, MachineState
 from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     RUNNING,
@@ -43,10 +43,12 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
     greens = [m for m in ctx.machines if is_current(m, ctx.version)]
     if not blues:
         # nothing to switch from: bring greens up (and create any missing) directly
+        # nothing to switch from: reshape the greens, keeping what serves serving
+        serving = sum(1 for m in ctx.machines if m.serving)
         return [
             Scheduled(
                 tuple(rolling_tasks(ctx, ctx.machines, surge_mode=True)),
-                group_budget(ctx, ctx.machines, floor=0, ceiling=2 * n),
+                group_budget(ctx, ctx.machines, floor=min(n, serving), ceiling=2 * n),
             )
         ]
     for m in blues:
@@ -54,6 +56,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
     steps: list[GroupStep] = []
     switched = ctx.record.get(f"bluegreen.{ctx.name}") == SWITCHED
     green_ids = [m.id for m in greens]
+    extra: list[Machine] = []
     if not switched:
         # 1. greens: create the missing ones, retire extras, wait for all to be healthy
         tasks: list[Task] = []
@@ -63,8 +66,11 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             want = ctx.spec.regions.get(region, 0)
             for m in here[want:]:
                 ensure_no_volume(m, ctx.name)
-                tasks.append(Task([Element((Destroy(group=ctx.name, machine=m.id),))]))
                 green_ids.remove(m.id)
+                if m.serving:
+                    extra.append(m)  # it serves: it goes with the blues, after the switch
+                else:
+                    tasks.append(Task([Element((Destroy(group=ctx.name, machine=m.id),))]))
             for m in here[:want]:
                 els = recover_elements(ctx, m, release=False)
                 if els:
@@ -117,7 +123,10 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             )
         )
     else:
-        hidden = [m.id for m in greens if m.cordoned]
+        regions = by_region(greens)
+        for region, here in regions.items():
+            extra.extend(here[ctx.spec.regions.get(region, 0) :])
+        hidden = [m.id for m in greens if m.cordoned and m not in extra]
         if hidden:
             steps.append(
                 GroupStep(
@@ -126,7 +135,8 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                     f"{ctx.name}: release the greens before the blues go",
                 )
             )
-    # 4. retire the blues
+    # 4. retire the blues (and any green beyond the desired shape)
+    blues = blues + extra
     running_blues = [m for m in blues if m.state in RUNNING or m.state is MachineState.UPDATING]
     to_cordon = [m for m in running_blues if not m.cordoned]
     if to_cordon:
