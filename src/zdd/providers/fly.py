@@ -410,6 +410,8 @@ class FlyMachines:
                 f"(or register the release)"
             )
         metadata = config.setdefault("metadata", {})
+        for key in [k for k in metadata if k.startswith(_LABEL_PREFIX)]:
+            del metadata[key]  # another machine's labels and record copy are not this one's
         metadata["fly_release_version"] = version
         metadata["fly_process_group"] = group
         metadata.setdefault("fly_platform_version", "v2")

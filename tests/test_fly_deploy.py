@@ -1,0 +1,284 @@
+"""End to end: ``zdd deploy --provider fly`` against the local Machines API server.
+
+Real HTTP on 127.0.0.1 (tests/fly_server.py), every request validated against
+Fly's published OpenAPI description; the fleet behind it is zdd's simulator,
+running 50 virtual seconds per wall second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fly_server import FlyMachinesServer
+
+import zdd
+from zdd.cli import main
+
+TOKEN = "fm2_lJPECAAAAAAAAMeTxBBk9YWZrZS1zZWNyZXQtdG9rZW4tZm9yLXRlc3Rz"
+NEW = "registry.fly.io/hello:v2"
+
+FLY_TOML = """
+app = "hello"
+primary_region = "ord"
+kill_signal = "SIGTERM"
+kill_timeout = "5s"
+
+[build]
+  image = "registry.fly.io/hello:v2"
+
+[env]
+  DATABASE_URL = "postgres://app:hunter2@db.internal/app"
+
+[deploy]
+  strategy = "{strategy}"
+  wait_timeout = "60s"
+  drain_delay = "0s"
+  release_command = "bin/migrate --password hunter2"
+{extra}
+
+[http_service]
+  internal_port = 8080
+  [[http_service.checks]]
+    interval = "2s"
+    grace_period = "1s"
+    timeout = "1s"
+    path = "/health"
+"""
+
+STRATEGIES = {
+    "rolling": ("rolling", ""),
+    "rolling-surge": ("rolling", "  max_unavailable = 0\n  max_surge = 1\n"),
+    "bluegreen": ("bluegreen", ""),
+    "canary": ("canary", ""),
+    "canary-steps": (
+        "canary",
+        '  [[deploy.canary_steps]]\n    machines = 1\n    bake = "1s"\n',
+    ),
+    "immediate": ("immediate", ""),
+}
+
+
+def write_config(tmp_path: Path, name: str) -> Path:
+    strategy, extra = STRATEGIES[name]
+    path = tmp_path / "fly.toml"
+    path.write_text(FLY_TOML.format(strategy=strategy, extra=extra))
+    return path
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> FlyMachinesServer:
+    monkeypatch.setenv("FLY_API_TOKEN", TOKEN)
+    monkeypatch.delenv("ZDD_FLY_API_URL", raising=False)
+    fleet = zdd.FleetState(
+        machines=[
+            zdd.Machine(id=f"m{i}", version="v1", region=r)
+            for i, r in enumerate(["ord", "ord", "ams"], 1)
+        ]
+    )
+    with FlyMachinesServer(fleet, token=TOKEN, speed=50.0) as srv:
+        yield srv
+        assert srv.violations == []
+
+
+def deploy(server: FlyMachinesServer, config: Path, *extra: str) -> int:
+    return main(
+        [
+            "deploy",
+            "--provider",
+            "fly",
+            "--config",
+            str(config),
+            "--api-url",
+            server.url,
+            "--poll-interval",
+            "0.05",
+            *extra,
+        ]
+    )
+
+
+def app_machines(server: FlyMachinesServer) -> list[dict]:
+    out = []
+    for mid in sorted(server._machines):
+        m = server.machine(mid)
+        if m["state"] == "destroyed":
+            continue
+        if m["config"]["metadata"].get("fly_process_group") == "fly_app_release_command":
+            continue
+        out.append(m)
+    return out
+
+
+def assert_converged(server: FlyMachinesServer, *, immediate: bool = False) -> None:
+    live = app_machines(server)
+    assert len(live) == 3, [m["id"] for m in live]
+    assert Counter(m["region"] for m in live) == {"ord": 2, "ams": 1}
+    for m in live:
+        assert m["config"]["image"] == NEW
+        assert m["config"]["metadata"]["fly_release_version"] == "v2"
+        if not immediate:
+            assert m["state"] == "started"
+            assert not m["cordoned"]
+    keys = Counter(m["config"]["metadata"].get("zdd_key") for m in live)
+    assert all(n == 1 for k, n in keys.items() if k), keys  # no duplicate creates
+    assert server.destroyed_with_volume == []
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_converges(
+    server: FlyMachinesServer, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = deploy(server, write_config(tmp_path, name))
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "finished: converged" in out
+    assert_converged(server, immediate=name == "immediate")
+    # every lease the deployment took was given back
+    assert all(
+        fm.lease is None or fm.lease.owner != server.owner for fm in server._machines.values()
+    )
+
+
+def test_transient_failures_still_converge_without_duplicates(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.fault_rate = 0.2
+    server.drop_rate = 0.03
+    code = deploy(server, write_config(tmp_path, "rolling-surge"))
+    out, err = capsys.readouterr()
+    server.fault_rate = server.drop_rate = 0.0
+    assert code == 0, out + err
+    assert_converged(server)
+    failed = [r for r in server.requests if r.status is None or r.status >= 429]
+    assert len(failed) >= 5  # the faults did happen
+    # nothing orphaned: every machine ever created is either live and desired or destroyed
+    created = [m for m in server._machines.values() if not m.id.startswith("m")]
+    live_created = [m for m in created if server.machine(m.id)["state"] != "destroyed"]
+    assert len(live_created) == 3
+
+
+def test_a_lease_held_elsewhere_exits_3_and_changes_nothing(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.hold_lease("m2", owner="alice@example.com")
+    before = {m["id"]: (m["version"], m["state"], m["cordoned"]) for m in app_machines(server)}
+    code = deploy(server, write_config(tmp_path, "rolling"))
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert err.count("\n") == 1 and "alice@example.com" in err
+    after = {m["id"]: (m["version"], m["state"], m["cordoned"]) for m in app_machines(server)}
+    assert after == before
+    writes = [
+        r
+        for r in server.requests
+        if r.method != "GET" and not r.path.endswith("/lease") and r.status and r.status < 300
+    ]
+    assert writes == []
+    # the leases it did take were released
+    held = [
+        fm.id for fm in server._machines.values() if fm.lease and fm.lease.owner == server.owner
+    ]
+    assert held == []
+
+
+@pytest.mark.parametrize("name", ["rolling", "bluegreen", "canary-steps"])
+def test_a_failing_health_check_rolls_back(
+    server: FlyMachinesServer, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.set_image_health(NEW, "failing")
+    config = write_config(tmp_path, name)
+    config.write_text(config.read_text().replace('wait_timeout = "60s"', 'wait_timeout = "3s"'))
+    code = deploy(server, config)
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    assert "ROLLING BACK" in out
+    assert "finished: rolled_back" in out
+    live = app_machines(server)
+    assert len(live) == 3
+    assert {m["config"]["metadata"].get("fly_release_version") for m in live} == {"v1"}
+    assert all(m["state"] == "started" and not m["cordoned"] for m in live)
+
+
+def test_a_failing_release_command_touches_nothing(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.release_exit_code = 3
+    before = {m["id"]: m["version"] for m in app_machines(server)}
+    code = deploy(server, write_config(tmp_path, "rolling"))
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "exited with status 3" in out
+    assert {m["id"]: m["version"] for m in app_machines(server)} == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = deploy(server, write_config(tmp_path, "bluegreen"), "--dry-run", "--json")
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out)["strategy"] == "bluegreen"
+    assert all(r.method == "GET" for r in server.requests)
+
+
+def test_json_progress_lines(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = deploy(server, write_config(tmp_path, "rolling"), "--json")
+    out, _ = capsys.readouterr()
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "deployment_started"
+    assert events[-1]["event"] == "finished" and events[-1]["outcome"] == "converged"
+
+
+def test_the_token_never_appears_in_output_or_logs(
+    server: FlyMachinesServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.fault_rate = 0.2  # errors are where tokens leak
+    config = write_config(tmp_path, "rolling")
+    deploy(server, config)
+    deploy(server, config, "--dry-run")
+    server.hold_lease("m1", owner="bob@example.com")
+    deploy(server, config)
+    out, err = capsys.readouterr()
+    text = out + err + caplog.text + repr(server.requests)
+    provider = zdd.providers.fly.FlyMachines("hello", base_url=server.url)
+    text += repr(provider) + str(vars(provider).get("_releases"))
+    assert TOKEN not in text
+    assert TOKEN[8:40] not in text
+    # nor the secrets of the config
+    assert "hunter2" not in out + err
+
+
+def test_bad_input_exits_2(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "rolling")
+    for argv in (
+        ["deploy", "--provider", "fly", "--config", str(config), "--api-url", "http://example.com"],
+        ["deploy", "--provider", "fly", "--app", "x", "--api-url", server.url],
+        [
+            "deploy",
+            "--provider",
+            "fly",
+            "--config",
+            str(config),
+            "--api-url",
+            server.url,
+            "--max-surge",
+            "-1",
+        ],
+    ):
+        code = main(argv)
+        _, err = capsys.readouterr()
+        assert code == 2, argv
+        assert err.count("\n") == 1
