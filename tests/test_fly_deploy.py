@@ -167,7 +167,7 @@ def test_a_lease_held_elsewhere_exits_3_and_changes_nothing(
     server.hold_lease("m2", owner="alice@example.com")
     before = {m["id"]: (m["version"], m["state"], m["cordoned"]) for m in app_machines(server)}
     code = deploy(server, write_config(tmp_path, "rolling"))
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == 3
     assert err.count("\n") == 1 and "alice@example.com" in err
     after = {m["id"]: (m["version"], m["state"], m["cordoned"]) for m in app_machines(server)}
