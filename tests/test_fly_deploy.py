@@ -282,3 +282,41 @@ def test_bad_input_exits_2(
         _, err = capsys.readouterr()
         assert code == 2, argv
         assert err.count("\n") == 1
+
+
+class _CtrlC(zdd.reporters.Reporter):
+    """Presses Ctrl-C once, when the executor starts its n-th update."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.rolled_back = False
+
+    def action_started(self, elapsed: float, action: zdd.Action) -> None:
+        if action.kind == "update" and action.version == "v2":
+            self.n -= 1
+            if self.n == 0:
+                raise KeyboardInterrupt
+
+    def rollback_started(self, elapsed: float, reason: str) -> None:
+        self.rolled_back = True
+
+
+def test_ctrl_c_rolls_back_and_releases_every_lease(
+    server: FlyMachinesServer, tmp_path: Path
+) -> None:
+    from zdd.providers.fly import FlyMachines
+
+    config = zdd.load_config(write_config(tmp_path, "rolling"))
+    provider = FlyMachines("hello", base_url=server.url)
+    state = provider.observe()
+    desired = config.desired(state, "v2")
+    for group in desired.groups:
+        provider.register_release(group.release)
+    reporter = _CtrlC(2)
+    result = zdd.execute(provider, desired, config.strategy, reporter=reporter, poll_interval=0.05)
+    assert reporter.rolled_back
+    assert result.outcome == "rolled_back", result
+    live = app_machines(server)
+    assert {m["config"]["metadata"]["fly_release_version"] for m in live} == {"v1"}
+    held = [fm.id for fm in server._machines.values() if fm.lease and fm.lease.owner != "x"]
+    assert [h for h in held if server._machines[h].lease.expires > 0] == []

@@ -342,6 +342,9 @@ class ExecutorCore:
         self._rollback_desired: Desired | None = None
         self._rollback_strategy: Rolling | None = None
         self._watch_changes: set[str] = set()
+        #: a KeyboardInterrupt arrived inside a reporter hook; the driver should
+        #: call :meth:`interrupt` (and clear it)
+        self.interrupt_pending = False
 
     # -- what the driver reads -------------------------------------------------
 
@@ -409,7 +412,7 @@ class ExecutorCore:
         except ZddError as exc:
             self._finish("failed", str(exc))
             return
-        self.reporter.deployment_started(0.0, bp.summary, bp.strategy)
+        self._emit("deployment_started", 0.0, bp.summary, bp.strategy)
         self._start_blueprint(bp)
         self._pump()
 
@@ -420,7 +423,7 @@ class ExecutorCore:
         if entry is None:
             return
         action, run, _ = entry
-        self.reporter.action_finished(self._elapsed, action, None)
+        self._emit("action_finished", self._elapsed, action, None)
         if isinstance(action, Create):
             if machine is None:
                 self._fail(f"provider created {action.key} but returned no machine")
@@ -452,7 +455,7 @@ class ExecutorCore:
             heapq.heappush(self._ready, (now + delay, next(self._seq), action, run, attempt + 1))
         else:
             run.in_flight -= 1
-            self.reporter.action_finished(self._elapsed, action, error)
+            self._emit("action_finished", self._elapsed, action, error)
             self._fail(f"{action.kind} {action.describe()} failed: {error}")
         self._pump()
 
@@ -500,7 +503,7 @@ class ExecutorCore:
                 }
                 # plan as the resumed rollback will see it: the record already says so
                 state = FleetState(machines=state.machines, record=state.record.update(values))
-                self.reporter.step_started(self._elapsed, "roll back to the starting release")
+                self._emit("step_started", self._elapsed, "roll back to the starting release")
                 bp = self._blueprint(state)
                 bp.layout()
                 self._start_blueprint(bp, first=Label(group="*", values=values))
@@ -511,7 +514,7 @@ class ExecutorCore:
                     if self._rounds > self.options.max_rounds:
                         self._fail("the fleet keeps drifting away from the plan")
                     else:
-                        self.reporter.step_started(self._elapsed, "re-plan from the observed fleet")
+                        self._emit("step_started", self._elapsed, "re-plan from the observed fleet")
                         self._start_groups(bp)
                 else:
                     self._start_suffix()
@@ -553,6 +556,17 @@ class ExecutorCore:
         self._pump()
 
     # -- internals ---------------------------------------------------------------
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        """Call a reporter hook. A reporter never breaks a deployment: its errors are
+        dropped, and a Ctrl-C raised inside it is kept for the driver to act on once
+        the core's state is consistent (see :attr:`interrupt_pending`)."""
+        try:
+            getattr(self.reporter, hook)(*args)
+        except KeyboardInterrupt:
+            self.interrupt_pending = True
+        except Exception:  # a reporter's bug is not the deployment's
+            pass
 
     @property
     def _elapsed(self) -> float:
@@ -613,9 +627,10 @@ class ExecutorCore:
             pr = _PhaseRun.of(group, scheduled)
             self._group_phase[group] = pr
             if isinstance(phase, Barrier) and phase.steps:
-                self.reporter.step_started(self._elapsed, phase.steps[0].why)
+                self._emit("step_started", self._elapsed, phase.steps[0].why)
             else:
-                self.reporter.step_started(
+                self._emit(
+                    "step_started",
                     self._elapsed,
                     scheduled.why
                     or f"{group}: rolling, floor {max(0, pr.budget.floor)} serving, "
@@ -646,8 +661,10 @@ class ExecutorCore:
                 cordoned = self._cordoned_at.setdefault(machine, self._now)
                 at = max(at, cordoned + action.drain)
                 if at > self._now:
-                    self.reporter.waiting(
-                        self._elapsed, f"{machine}: drain {action.drain:g}s before {action.kind}"
+                    self._emit(
+                        "waiting",
+                        self._elapsed,
+                        f"{machine}: drain {action.drain:g}s before {action.kind}",
                     )
             run.queued += 1
             heapq.heappush(self._ready, (at, next(self._seq), action, run, 0))
@@ -674,7 +691,7 @@ class ExecutorCore:
                 self._timer(self._now + w.timeout, machine)
                 self._watch_changes.add(machine)
                 self._booted_since_watch.discard(machine)
-                self.reporter.waiting(self._elapsed, f"{machine} healthy")
+                self._emit("waiting", self._elapsed, f"{machine} healthy")
             elif isinstance(w, Pause):
                 key = f"pause.{w.key}"
                 started = _float(self._record.get(key))
@@ -682,9 +699,9 @@ class ExecutorCore:
                     started = self._now
                     self._record[key] = repr(started)
                     self._enqueue_side(Label(group="*", values={key: repr(started)}))
-                self.reporter.waiting(self._elapsed, f"{w.describe()}")
+                self._emit("waiting", self._elapsed, f"{w.describe()}")
             elif isinstance(w, Gate):
-                self.reporter.waiting(self._elapsed, f"gate {w.name}")
+                self._emit("waiting", self._elapsed, f"gate {w.name}")
 
     def _check_health(self, machine_id: str) -> None:
         runs = self._watch.get(machine_id)
@@ -735,7 +752,7 @@ class ExecutorCore:
             run.waits.remove(gate)
             return
         result = self.options.gate(gate.name)
-        self.reporter.gate(self._elapsed, gate.name, result)
+        self._emit("gate", self._elapsed, gate.name, result)
         if result == "pass":
             run.waits.remove(gate)
             self._record[f"gate.{gate.name}"] = "approved"
@@ -809,7 +826,7 @@ class ExecutorCore:
             return
         if self._can_roll_back():
             self.mode = "draining"
-            self.reporter.rollback_started(self._elapsed, reason)
+            self._emit("rollback_started", self._elapsed, reason)
             self._ready = [
                 r for r in self._ready if r[3].owner is None and r[3] is not self._chain_run
             ]
@@ -854,7 +871,7 @@ class ExecutorCore:
         self.result = DeployResult(
             outcome=outcome, error=error, actions=self._actions, elapsed=self._elapsed
         )
-        self.reporter.finished(self._elapsed, self.result)
+        self._emit("finished", self._elapsed, self.result)
 
     def _set_wake(self, at: float) -> None:
         self._timer(at, None)
@@ -881,7 +898,7 @@ class ExecutorCore:
             self._in_flight[ref] = (action, run, attempt)
             self._actions += 1
             if attempt == 0:
-                self.reporter.action_started(self._elapsed, action)
+                self._emit("action_started", self._elapsed, action)
             self._out.append(Perform(ref, action))
 
     def _resolve(self, action: Action) -> Action:
@@ -977,7 +994,10 @@ def execute(
                 elif timeout > 0:
                     (sleep or time.sleep)(timeout)
                 core.tick(clock())
+                if core.interrupt_pending:
+                    raise KeyboardInterrupt
             except KeyboardInterrupt:
+                core.interrupt_pending = False
                 interrupted += 1
                 if interrupted > 1 or core.finished:
                     raise

@@ -234,6 +234,8 @@ def _run_core(
     process()
     fleet.schedule(fleet.now + lock_ttl / 3, refresh)
     while alive[0] and not core.finished:
+        if core.interrupt_pending:
+            raise KeyboardInterrupt
         if fleet.now > max_time:
             core.abort(fleet.now, f"the simulation passed {max_time:g}s of virtual time")
             break
