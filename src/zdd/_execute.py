@@ -178,13 +178,14 @@ def rollback_strategy(strategy: Strategy) -> Rolling:
 
 
 def rollback_desired(state: FleetState, forward: Desired) -> Desired:
-    """Where a rollback goes: each group's starting version (``from.<group>``) and shape."""
+    """Where a rollback goes: each group's starting version (``from.<group>``) and shape
+    (``start.<group>``)."""
     groups = []
     for spec in forward.groups:
         version = state.record.get(f"from.{spec.name}")
         if version is None:
             continue  # a group that did not exist before: nothing to go back to
-        shape = state.record.get(f"desired.{spec.name}")
+        shape = state.record.get(f"start.{spec.name}") or state.record.get(f"desired.{spec.name}")
         regions = decode_regions(shape) if shape else dict(spec.regions)
         groups.append(
             GroupSpec(

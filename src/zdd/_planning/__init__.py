@@ -220,9 +220,14 @@ def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dic
     for spec in desired.groups:
         values[f"desired.{spec.name}"] = encode_regions(spec.regions)
         counts: dict[str, int] = {}
+        shape: dict[str, int] = {}
         for m in state.machines:
             if m.live and m.group == spec.name:
                 counts[m.version] = counts.get(m.version, 0) + 1
+                shape[m.region] = shape.get(m.region, 0) + 1
+        if shape:
+            # the shape it started from: what a rollback restores
+            values[f"start.{spec.name}"] = encode_regions(shape)
         if counts:
             # the version most of the group runs: what a rollback goes back to
             values[f"from.{spec.name}"] = max(sorted(counts), key=lambda v: counts[v])

@@ -350,7 +350,8 @@ class SimulatedFleet:
         self._count(m, -1)
         for k, v in changes.items():
             setattr(m, k, v)
-        m.gen += 1
+        if "state" in changes or "version" in changes:
+            m.gen += 1  # pending boots and checks of the old life are void
         if changes.get("cordoned") is True:
             m.cordoned_at = self.now
             if was_serving and self._takes_traffic(m):
@@ -486,7 +487,7 @@ class SimulatedFleet:
         gen = m.gen
 
         def check() -> None:
-            if m.state is not MachineState.STARTED or m.gen < gen:
+            if m.state is not MachineState.STARTED or m.gen != gen:
                 return
             b = self._behaviour(m)
             if b.health == "passing":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .._config import Strategy
 from .._errors import DeploymentLocked, InvalidConfig
 from .._execute import ExecuteOptions, ExecutorCore, GateResult
@@ -140,6 +142,9 @@ def simulate_fleet(
         try:
             fleet.acquire_lock(owner, lock_ttl)
         except DeploymentLocked:
+            if generation == 1:
+                raise  # someone else's deployment: fail fast, as execute() does
+            # our own crashed executor's lock: wait for it to expire, then take over
             assert fleet.lock is not None
             expires = fleet.lock[2]
             while fleet.next_event_at is not None and fleet.next_event_at <= expires:
@@ -248,11 +253,10 @@ def _run_core(
 
 def _settle(fleet: SimulatedFleet, end: float) -> None:
     """Let machines finish booting after the executor ends (immediate deploys end early)."""
+    # the slowest boot worth waiting for: four sigmas out on the log-normal
     slowest = max(
-        [
-            b.boot_time * (3 if b.boot_sigma else 1) + b.grace_period + b.check_interval
-            for b in (*fleet.releases.values(), fleet.default)
-        ]
+        b.boot_time * math.exp(4 * b.boot_sigma) + b.grace_period + 2 * b.check_interval
+        for b in (*fleet.releases.values(), fleet.default)
     )
     horizon = end + slowest
     while (
@@ -262,9 +266,11 @@ def _settle(fleet: SimulatedFleet, end: float) -> None:
 
 
 def _settled(fleet: SimulatedFleet) -> bool:
+    """Every machine at rest: started and passing, or stopped, failed, destroyed.
+    (A release that never passes keeps the settle window to its end.)"""
     return all(
-        m.state.value in ("started", "stopped", "failed", "suspended", "destroyed")
-        and (m.state.value != "started" or m.health is not Health.UNKNOWN)
+        m.state.value in ("stopped", "failed", "suspended", "destroyed")
+        or (m.state.value == "started" and m.health is Health.PASSING)
         for m in fleet.machines.values()
     )
 

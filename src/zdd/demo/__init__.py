@@ -1,0 +1,1 @@
+"""The bundled demo: a tiny HTTP app and a load generator."""
