@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,10 +30,20 @@ from zdd.providers import Provider
 from zdd.providers.local import FLEET_ENV, LocalProvider
 from zdd.testing import check_provider
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy") is None,
-    reason="HAProxy is not installed (apt-get install haproxy); CI installs it",
-)
+
+def _haproxy_problem() -> str | None:
+    """Why the local provider cannot run here, or None."""
+    path = shutil.which("haproxy")
+    if path is None:
+        return "HAProxy is not installed (apt-get install haproxy); CI installs it"
+    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    if m is None or (int(m.group(1)), int(m.group(2))) < (2, 5):
+        return f"HAProxy 2.5 or later is needed (dynamic servers); found {out.strip()[:40]!r}"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_haproxy_problem() is not None, reason=str(_haproxy_problem()))
 
 INLINE_APP = """
 import os, signal, threading, time

@@ -417,6 +417,12 @@ class LocalProvider:
             temporary directory (removed by :meth:`close`). An existing
             ``state_dir`` with a fleet in it is adopted (see the module docstring).
 
+    Attributes:
+        url: the frontend's URL; ``port``: its port.
+        state_dir: the state directory (socket, ``state.json``, ``lock.json``,
+            ``haproxy.cfg``, ``haproxy.log``, ``logs/<machine>.log``).
+        fleet: this fleet's token (``ZDD_LOCAL_FLEET`` in every machine's environment).
+
     Raises:
         InvalidConfig: HAProxy missing or too old, bad arguments, or HAProxy
             could not start (the port is taken, ...).
