@@ -11,6 +11,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -37,7 +38,7 @@ from ._errors import (
 )
 from ._execute import ExecuteOptions, GateResult, execute
 from ._fleetjson import load_fleet
-from ._model import Desired, FleetState
+from ._model import Desired, FleetState, HealthCheck, Release
 from ._planning import plan
 from ._version import __version__
 from .reporters import JsonLinesReporter, TextReporter
@@ -162,6 +163,33 @@ def _build_parser() -> _Parser:
         help="print each executor event as it happens (JSON lines with --json)",
     )
     s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
+    m = sub.add_parser(
+        "demo",
+        help="deploy the bundled demo app on local processes behind HAProxy, under load",
+    )
+    m.add_argument("--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] from")
+    m.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
+    m.add_argument("--max-unavailable", metavar="X", type=_fraction_or_count("--max-unavailable"))
+    m.add_argument("--max-surge", metavar="X", type=_fraction_or_count("--max-surge"))
+    m.add_argument("--machines", metavar="N", type=_positive_int, default=3)
+    m.add_argument("--rps", type=_fraction_or_count("--rps"), default=200.0, metavar="N")
+    m.add_argument(
+        "--streams", type=_int("--streams"), default=5, metavar="N", help="long-lived streams"
+    )
+    m.add_argument(
+        "--target-health",
+        choices=("passing", "failing"),
+        default="passing",
+        help="failing: v2's health check fails, to watch a rollback",
+    )
+    m.add_argument(
+        "--settle",
+        type=_duration("--settle"),
+        default=2.0,
+        metavar="DUR",
+        help="load before and after the deployment (default 2s)",
+    )
+    m.add_argument("--json", action="store_true", help="print one JSON object at the end")
     d = sub.add_parser("deploy", help="deploy a release to a real fleet")
     d.add_argument("--provider", choices=("fly",), required=True, help="where the fleet runs")
     d.add_argument("--app", help="the Fly app (default: app in fly.toml)")
@@ -419,6 +447,70 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.converged else EXIT_FAILED
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.load import LoadGenerator
+    from .providers.local import LocalProvider
+
+    config = load_config(args.config) if args.config else Config()
+    strategy = _strategy(args, config)
+    if args.machines < 1:
+        raise _UsageError("--machines: the demo needs at least 1 machine")
+    check = HealthCheck(type="http", path="/health", interval=0.5, timeout=1.0)
+    release = Release(
+        version="v2",
+        checks=config.checks or (check,),
+        kill_signal="SIGTERM",
+        kill_timeout=5.0,
+    )
+    versions = {"v2": {"ZDD_DEMO_HEALTH": "failing"}} if args.target_health == "failing" else {}
+    provider = LocalProvider(
+        [sys.executable, "-m", "zdd.demo.app"], versions=versions, kill_signal="SIGTERM"
+    )
+    try:
+        provider.launch("v1", args.machines)
+        state = provider.wait_healthy(60.0)
+        desired = Desired.from_fleet(state, release)
+        plan(state, desired, strategy)  # bad input is reported before any load starts
+        reporter = None if args.json else TextReporter(sys.stderr)
+        load = LoadGenerator("127.0.0.1", provider.port, rps=args.rps, streams=args.streams)
+        load.start()
+        try:
+            time.sleep(args.settle)
+            started = time.monotonic()
+            result = execute(provider, desired, strategy, reporter=reporter, poll_interval=0.2)
+            deploy_seconds = time.monotonic() - started
+            time.sleep(args.settle)
+        finally:
+            report = load.stop()
+    finally:
+        provider.close()
+    summary = {
+        "strategy": strategy.name,
+        "total_requests": report.total_requests,
+        "failed_requests": report.failed_requests,
+        "failures_by_kind": dict(report.failures_by_kind),
+        "dropped_connections": report.streams_cut,
+        "streams_opened": report.streams_opened,
+        "deploy_seconds": round(deploy_seconds, 3),
+        "converged": result.converged,
+        "rolled_back": result.rolled_back,
+        "error": result.error,
+        "versions_seen": dict(report.versions_seen),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        verdict = "converged" if result.converged else result.outcome.replace("_", " ")
+        print(f"zdd demo: {strategy.name} deployment of {args.machines} machines, {verdict}")
+        print(f"  requests sent        {report.total_requests}")
+        print(f"  requests failed      {report.failed_requests}")
+        print(f"  connections dropped  {report.streams_cut} of {report.streams_opened} streams")
+        print(f"  deployment time      {deploy_seconds:.1f}s")
+        if result.error:
+            print(f"  why                  {result.error}")
+    return EXIT_OK if result.converged or result.rolled_back else EXIT_FAILED
+
+
 def _image_version(image: str) -> str:
     """A version label from an image reference: its tag, or the start of its digest."""
     ref = image.rsplit("/", 1)[-1]
@@ -485,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_simulate(args)
         if args.command == "deploy":
             return _cmd_deploy(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
         raise _UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except _UsageError as exc:
         _fail(str(exc))

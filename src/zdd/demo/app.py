@@ -91,7 +91,7 @@ class DemoServer(ThreadingHTTPServer):
         self.shutting_down = threading.Event()
         self.draining = threading.Event()
         self._connections = 0
-        self._idle = threading.Condition()
+        self._changed = threading.Condition()
         # A byte written here, never read, wakes every idle connection at once.
         self.wake_reader, self._wake_writer = socket.socketpair()
 
@@ -103,11 +103,11 @@ class DemoServer(ThreadingHTTPServer):
     @property
     def connections(self) -> int:
         """Connections accepted and not yet closed."""
-        with self._idle:
+        with self._changed:
             return self._connections
 
     def process_request(self, request: _RequestType, client_address: _RetAddress) -> None:
-        with self._idle:
+        with self._changed:
             self._connections += 1
         super().process_request(request, client_address)
 
@@ -115,9 +115,9 @@ class DemoServer(ThreadingHTTPServer):
         try:
             super().shutdown_request(request)
         finally:
-            with self._idle:
+            with self._changed:
                 self._connections -= 1
-                self._idle.notify_all()
+                self._changed.notify_all()
 
     def handle_error(self, request: _RequestType, client_address: _RetAddress) -> None:
         """Stay quiet: a client that went away is not worth a traceback."""
@@ -135,12 +135,12 @@ class DemoServer(ThreadingHTTPServer):
         self.draining.set()
         self._wake_writer.send(b"x")
         deadline = time.monotonic() + grace
-        with self._idle:
+        with self._changed:
             while self._connections > 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._idle.wait(left)
+                self._changed.wait(left)
         # No connection is left to select on the wake-up socket.
         self.wake_reader.close()
         self._wake_writer.close()

@@ -1,0 +1,142 @@
+"""``zdd demo``: real processes behind a real HAProxy, under real load.
+
+Each run starts three demo-app processes (v1) behind HAProxy, sends keep-alive
+requests and holds streaming connections, deploys v2, and counts what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from zdd.cli import main
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("haproxy") is None,
+    reason="HAProxy is not installed (apt-get install haproxy); .ci/run installs it",
+)
+
+CONFIG = """
+[deploy]
+  strategy = "{strategy}"
+  drain_delay = "1s"
+  wait_timeout = "10s"
+"""
+
+
+def config_text(strategy: str, max_unavailable: str, max_surge: str) -> str:
+    text = CONFIG.format(strategy=strategy)
+    if strategy in ("rolling", "canary"):
+        text += f"  max_unavailable = {max_unavailable}\n"
+        if max_surge != "0":
+            text += f"  max_surge = {max_surge}\n"
+    return text
+
+
+def demo(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    strategy: str,
+    *extra: str,
+    max_unavailable: str = "1",
+    max_surge: str = "0",
+) -> dict:
+    config = tmp_path / "fly.toml"
+    config.write_text(config_text(strategy, max_unavailable, max_surge))
+    code = main(["demo", "--config", str(config), "--rps", "400", "--json", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    return json.loads(out)
+
+
+def no_zdd_processes() -> list[str]:
+    """Demo-app processes still running (there must be none after a demo)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"zdd.demo.app" in cmdline or (b"haproxy" in cmdline and b"zdd" in cmdline):
+            found.append(cmdline.decode(errors="replace"))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("strategy", "max_unavailable", "max_surge"),
+    [("bluegreen", "1", "0"), ("rolling", "0", "1"), ("canary", "1", "0")],
+    ids=["bluegreen", "rolling-surge", "canary"],
+)
+def test_zero_failed_requests_and_no_cut_streams(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    strategy: str,
+    max_unavailable: str,
+    max_surge: str,
+) -> None:
+    report = demo(
+        tmp_path,
+        capsys,
+        strategy,
+        "--settle",
+        "3s",
+        max_unavailable=max_unavailable,
+        max_surge=max_surge,
+    )
+    assert report["converged"] is True
+    assert report["total_requests"] >= 2000
+    assert report["failed_requests"] == 0, report["failures_by_kind"]
+    assert report["dropped_connections"] == 0
+    assert report["streams_opened"] >= 5
+    assert set(report["versions_seen"]) == {"v1", "v2"}
+    assert no_zdd_processes() == []
+
+
+def test_immediate_fails_requests_so_the_harness_can_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = demo(tmp_path, capsys, "immediate")
+    assert report["failed_requests"] > 0
+    assert no_zdd_processes() == []
+
+
+def test_a_failing_health_check_rolls_back_without_failing_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = demo(
+        tmp_path,
+        capsys,
+        "rolling",
+        "--target-health",
+        "failing",
+        max_unavailable="0",
+        max_surge="1",
+    )
+    assert report["rolled_back"] is True
+    assert report["converged"] is False
+    assert report["failed_requests"] == 0, report["failures_by_kind"]
+    assert report["dropped_connections"] == 0
+    assert set(report["versions_seen"]) == {"v1"}
+    assert no_zdd_processes() == []
+
+
+def test_text_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "fly.toml"
+    config.write_text(config_text("rolling", "0", "1"))
+    code = main(["demo", "--config", str(config), "--machines", "1", "--settle", "0.5s"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "requests failed      0" in out
+    assert "finished: converged" in err
+
+
+def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--strategy", "bluegreen", "--max-surge", "1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1
