@@ -167,10 +167,7 @@ def _build_parser() -> _Parser:
         "demo",
         help="deploy the bundled demo app on local processes behind HAProxy, under load",
     )
-    m.add_argument("--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] from")
-    m.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
-    m.add_argument("--max-unavailable", metavar="X", type=_fraction_or_count("--max-unavailable"))
-    m.add_argument("--max-surge", metavar="X", type=_fraction_or_count("--max-surge"))
+    _add_strategy_flags(m)
     m.add_argument("--machines", metavar="N", type=_positive_int, default=3)
     m.add_argument("--rps", type=_fraction_or_count("--rps"), default=200.0, metavar="N")
     m.add_argument(
@@ -193,9 +190,7 @@ def _build_parser() -> _Parser:
     d = sub.add_parser("deploy", help="deploy a release to a real fleet")
     d.add_argument("--provider", choices=("fly",), required=True, help="where the fleet runs")
     d.add_argument("--app", help="the Fly app (default: app in fly.toml)")
-    d.add_argument(
-        "--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from"
-    )
+    _add_strategy_flags(d)
     d.add_argument("--image", help="the image to deploy (default: [build].image in fly.toml)")
     d.add_argument(
         "--version",
@@ -203,9 +198,6 @@ def _build_parser() -> _Parser:
         metavar="V",
         help="the release's version label (default: the image's tag)",
     )
-    d.add_argument("--strategy", metavar="S", help=f"one of {', '.join(STRATEGY_NAMES)}")
-    d.add_argument("--max-unavailable", metavar="X", type=_fraction_or_count("--max-unavailable"))
-    d.add_argument("--max-surge", metavar="X", type=_fraction_or_count("--max-surge"))
     d.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     d.add_argument("--json", action="store_true", help="JSON lines (or the plan as JSON)")
     d.add_argument(
@@ -271,6 +263,25 @@ _NUMBER = re.compile(r"^\d+(\.\d*)?$")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_strategy_flags(p)
+    fleet = p.add_mutually_exclusive_group()
+    fleet.add_argument("--fleet", metavar="FLEET_JSON", help="the current fleet, as fleet JSON")
+    fleet.add_argument(
+        "--machines",
+        metavar="N",
+        type=_positive_int,
+        help="shorthand for N started, passing machines m1..mN on v1 (group app, region ord)",
+    )
+    p.add_argument(
+        "--version",
+        dest="target_version",
+        metavar="V",
+        help="the release version to deploy (default: the next vN after the fleet's)",
+    )
+
+
+def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
+    """--config, --strategy, --max-unavailable, --max-surge: the flags every command shares."""
     p.add_argument(
         "--config", metavar="FLY_TOML", help="a fly.toml to read [deploy] and checks from"
     )
@@ -286,20 +297,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="X",
         type=_fraction_or_count("--max-surge"),
         help="fraction, percentage or count of extra machines while deploying",
-    )
-    fleet = p.add_mutually_exclusive_group()
-    fleet.add_argument("--fleet", metavar="FLEET_JSON", help="the current fleet, as fleet JSON")
-    fleet.add_argument(
-        "--machines",
-        metavar="N",
-        type=_positive_int,
-        help="shorthand for N started, passing machines m1..mN on v1 (group app, region ord)",
-    )
-    p.add_argument(
-        "--version",
-        dest="target_version",
-        metavar="V",
-        help="the release version to deploy (default: the next vN after the fleet's)",
     )
 
 
