@@ -154,57 +154,35 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
     if not in_progress:
         if strategy.release_command:
             prefix.append(
-                Step(
-                    actions=[
-                        RunCommand(
-                            group=APP,
-                            phase="release",
-                            command=strategy.release_command,
-                            target=target,
-                            timeout=strategy.release_command_timeout,
-                        )
-                    ],
-                    why="release command, before any machine changes (a failure stops here)",
+                _command_step(
+                    "release",
+                    strategy.release_command,
+                    strategy.release_command_timeout,
+                    target,
+                    "release command, before any machine changes (a failure stops here)",
                 )
             )
+        start = Label(group=APP, values=start_record(state, desired, strategy), replace=True)
         prefix.append(
-            Step(
-                actions=[
-                    Label(group=APP, values=start_record(state, desired, strategy), replace=True)
-                ],
-                why="record the deployment (what a resumed executor reads back)",
-            )
+            Step(actions=[start], why="record the deployment (what a resumed executor reads back)")
         )
     suffix: list[Step] = []
     if rolling_back:
-        suffix.append(
-            Step(
-                actions=[Label(group=APP, values={"phase": ROLLED_BACK})],
-                why="record the rollback done",
-            )
-        )
+        done = Label(group=APP, values={"phase": ROLLED_BACK})
+        suffix.append(Step(actions=[done], why="record the rollback done"))
     else:
         if strategy.post_deploy_command:
             suffix.append(
-                Step(
-                    actions=[
-                        RunCommand(
-                            group=APP,
-                            phase="post_deploy",
-                            command=strategy.post_deploy_command,
-                            target=target,
-                            timeout=strategy.post_deploy_command_timeout,
-                        )
-                    ],
-                    why="post-deploy command, once every machine runs the release",
+                _command_step(
+                    "post_deploy",
+                    strategy.post_deploy_command,
+                    strategy.post_deploy_command_timeout,
+                    target,
+                    "post-deploy command, once every machine runs the release",
                 )
             )
-        suffix.append(
-            Step(
-                actions=[Label(group=APP, values={"phase": DONE})],
-                why="record the deployment done",
-            )
-        )
+        done = Label(group=APP, values={"phase": DONE})
+        suffix.append(Step(actions=[done], why="record the deployment done"))
     return Blueprint(
         strategy=strategy.name,
         summary=summary,
@@ -212,6 +190,11 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
         groups=tuple(groups),
         suffix=tuple(suffix),
     )
+
+
+def _command_step(phase: str, command: str, timeout: float, target: str, why: str) -> Step:
+    run = RunCommand(group=APP, phase=phase, command=command, target=target, timeout=timeout)
+    return Step(actions=[run], why=why)
 
 
 def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dict[str, str]:
