@@ -312,6 +312,14 @@ class Canary(_Common):
 
 
 Strategy: TypeAlias = Immediate | Rolling | BlueGreen | Canary
+
+
+def common_options(strategy: Strategy) -> dict[str, Any]:
+    """The options every strategy has (``wait_timeout``, commands, drains...), by name:
+    what carries over when a strategy is swapped for another."""
+    return {f.name: getattr(strategy, f.name) for f in attrs.fields(_Common)}
+
+
 STRATEGY_NAMES = ("immediate", "rolling", "bluegreen", "canary")
 _CLASSES: dict[str, type[Immediate | Rolling | BlueGreen | Canary]] = {
     "immediate": Immediate,

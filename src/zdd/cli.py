@@ -24,6 +24,7 @@ from ._config import (
     Config,
     Rolling,
     Strategy,
+    common_options,
     load_config,
     strategy_from_name,
 )
@@ -332,22 +333,7 @@ def _next_version(state: FleetState) -> str:
 def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
     strategy = config.strategy
     if args.strategy and args.strategy.strip().lower() != strategy.name:
-        common = {
-            f.name: getattr(strategy, f.name)
-            for f in attrs.fields(type(strategy))
-            if f.name
-            in {
-                "wait_timeout",
-                "release_command",
-                "release_command_timeout",
-                "post_deploy_command",
-                "post_deploy_command_timeout",
-                "min_healthy_time",
-                "drain_delay",
-                "region_waves",
-                "auto_rollback",
-            }
-        }
+        common = common_options(strategy)
         # the file's max_unavailable/max_surge carry over between rolling and canary
         if isinstance(strategy, Rolling | Canary) and args.strategy.strip().lower() in (
             "rolling",
