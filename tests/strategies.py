@@ -177,9 +177,10 @@ def immediates() -> st.SearchStrategy[zdd.Immediate]:
 
 @st.composite
 def rollings(draw: st.DrawFn, *, with_zero_unavailable: bool = True) -> zdd.Rolling:
-    """Rolling with ``max_unavailable`` a fraction, a count (or 0 with a surge)."""
+    """Rolling with ``max_unavailable`` a fraction, a count, not set (or 0 with a surge)."""
     surge = draw(st.one_of(st.just(0), fractions, counts), label="max_surge")
-    choices = [counts, fractions]
+    # None: not set (0 with a surge, Fly's 0.33 without)
+    choices: list[st.SearchStrategy[float | None]] = [counts, fractions, st.just(None)]
     if with_zero_unavailable and surge:
         choices.append(st.just(0))
     unavailable = draw(st.one_of(*choices), label="max_unavailable")

@@ -26,7 +26,9 @@ def test_plan_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     assert out.startswith("Plan (rolling): app: 6 -> 6 machines, v1 -> v2")
     assert "release: /app/bin/migrate" in out
-    assert "budget 2" in out
+    # max_surge = 1 alone in the example: nothing is taken out before its replacement serves
+    assert "budget 0" in out and "budget 2" not in out
+    assert "(ceiling 7)" in out
 
 
 def test_plan_json_is_the_documented_format(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,7 +36,8 @@ def test_plan_json_is_the_documented_format(capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     data = json.loads(out)
     assert data["strategy"] == "rolling"
-    assert set(data) == {"format", "strategy", "summary", "steps"}
+    assert set(data) == {"format", "strategy", "summary", "warnings", "steps"}
+    assert data["warnings"] == []
     for step in data["steps"]:
         assert set(step) == {"why", "actions", "wait"}
         for action in step["actions"] + step["wait"]:

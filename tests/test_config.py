@@ -15,7 +15,10 @@ def test_example_fly_toml() -> None:
     assert config.app == "hello-phoenix"
     assert config.primary_region == "ord"
     assert isinstance(config.strategy, Rolling)
-    assert config.strategy.max_unavailable == 0.33
+    # max_surge alone: create before destroy (max_unavailable not set means 0)
+    assert config.strategy.max_unavailable is None
+    assert config.strategy.effective_max_unavailable == 0
+    assert config.strategy.unavailable_budget(6) == 0
     assert config.strategy.max_surge == 1
     assert config.strategy.wait_timeout == 300
     assert config.strategy.release_command == "/app/bin/migrate"
@@ -35,7 +38,8 @@ def test_example_fly_toml() -> None:
 def test_defaults_are_flys() -> None:
     config = parse_config("")
     assert isinstance(config.strategy, Rolling)
-    assert config.strategy.max_unavailable == 0.33
+    assert config.strategy.max_unavailable is None  # not set: Fly's 0.33
+    assert config.strategy.effective_max_unavailable == 0.33
     assert config.strategy.max_surge == 0
     assert config.strategy.wait_timeout == 300
     assert config.strategy.release_command_timeout == 300

@@ -139,10 +139,17 @@ def test_a_group_no_longer_desired_is_retired() -> None:
     state = zdd.FleetState(
         machines=[Machine(id="a1", version="v1"), Machine(id="old1", version="v1", group="old")]
     )
-    plan = zdd.plan(state, zdd.Desired.single(V2, 1), zdd.Rolling())
+    plan = zdd.plan(state, zdd.Desired.single(V2, 1), zdd.Rolling(max_unavailable=1))
+    end = zdd.replay(state, plan)[-1]
+    # a1 is the app's only machine: a surge machine replaces it (never zero serving)
+    assert [(m.group, m.version) for m in end.machines] == [("app", "v2")]
+    assert any(a.kind == "stop" and a.machine == "old1" for a in plan.actions())
+    # the retired group has no floor: a worker-like group goes as Fly's would
+    plan = zdd.plan(
+        state, zdd.Desired.single(V2, 1), zdd.Rolling(max_unavailable=1, allow_downtime=True)
+    )
     end = zdd.replay(state, plan)[-1]
     assert [m.id for m in end.machines] == ["a1"]
-    assert any(a.kind == "stop" and a.machine == "old1" for a in plan.actions())
 
 
 def test_below_the_floor_with_nothing_to_repair_is_impossible() -> None:

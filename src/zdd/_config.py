@@ -95,6 +95,12 @@ def _post_deploy_command(v: object) -> str | None:
     return _command(v, "post_deploy_command")
 
 
+def _allow_downtime(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidConfig("must be true or false", field="allow_downtime")
+    return value
+
+
 def _waves(value: object) -> tuple[str, ...] | bool:
     if isinstance(value, bool):
         return value
@@ -129,6 +135,7 @@ class _Common:
     drain_delay: float = attrs.field(default=10.0, converter=_drain_delay)
     region_waves: tuple[str, ...] | bool = attrs.field(default=False, converter=_waves)
     auto_rollback: bool = True
+    allow_downtime: bool = attrs.field(default=False, converter=_allow_downtime)
 
     name: ClassVar[str] = ""
 
@@ -153,8 +160,8 @@ def _count(value: object, field: str) -> float:
     return x
 
 
-def _max_unavailable(v: object) -> float:
-    return _count(v, "max_unavailable")
+def _max_unavailable(v: object) -> float | None:
+    return None if v is None else _count(v, "max_unavailable")
 
 
 def _max_surge(v: object) -> float:
@@ -177,19 +184,29 @@ class Immediate(_Common):
     name: ClassVar[str] = "immediate"
 
 
+#: Fly's default ``max_unavailable`` (flyctl's ``--max-unavailable``).
+FLY_MAX_UNAVAILABLE = 0.33
+
+
 @attrs.frozen(kw_only=True)
 class Rolling(_Common):
     """Replace machines a few at a time, holding a floor of serving machines.
 
     Attributes:
         max_unavailable: a fraction in (0, 1) of each group's desired machines,
-            rounded up and at least 1, or a count >= 1 (truncated). Fly's default 0.33.
+            rounded up and at least 1, or a count >= 1 (truncated). ``None``
+            (not set): 0 when ``max_surge`` is set (create before destroy),
+            else Fly's default 0.33.
         max_surge: extra machines allowed above the desired count while
             deploying (create before destroy), as in Kubernetes: a fraction
             rounds up, a count is truncated. 0 (Fly's behaviour) updates in place.
+
+    Whatever the budget, a group that serves traffic keeps at least one
+    machine serving (``allow_downtime`` lifts that): see
+    ``docs/decisions/0008-never-zero.md``.
     """
 
-    max_unavailable: float = attrs.field(default=0.33, converter=_max_unavailable)
+    max_unavailable: float | None = attrs.field(default=None, converter=_max_unavailable)
     max_surge: float = attrs.field(default=0.0, converter=_max_surge)
 
     name: ClassVar[str] = "rolling"
@@ -202,9 +219,25 @@ class Rolling(_Common):
                 field="max_unavailable",
             )
 
-    def unavailable_budget(self, desired: int) -> int:
-        """Machines of a group of ``desired`` that may be out of service at once."""
-        return _fraction_or_count(self.max_unavailable, desired, at_least_one=True)
+    @property
+    def effective_max_unavailable(self) -> float:
+        """``max_unavailable`` as set, or its default: 0 with a surge, else Fly's 0.33."""
+        if self.max_unavailable is not None:
+            return self.max_unavailable
+        return 0.0 if self.max_surge > 0 else FLY_MAX_UNAVAILABLE
+
+    def unavailable_budget(self, desired: int, *, in_place: bool = False) -> int:
+        """Machines of a group of ``desired`` that may be out of service at once.
+
+        ``in_place``: the group has machines that must be updated in place (they
+        hold volumes, which a surge machine cannot take over). With
+        ``max_unavailable`` not set, those updates use Fly's default budget
+        instead of the surge default of 0, which could never let them go.
+        """
+        x = self.effective_max_unavailable
+        if in_place and self.max_unavailable is None:
+            x = FLY_MAX_UNAVAILABLE
+        return _fraction_or_count(x, desired, at_least_one=True)
 
     def surge_budget(self, desired: int) -> int:
         """Machines a group of ``desired`` may hold above ``desired``."""
@@ -386,6 +419,9 @@ class Config:
         mounts: the ``[mounts]`` entries.
         kill_signal: ``kill_signal`` (default SIGINT).
         kill_timeout: ``kill_timeout`` in seconds (default 5).
+        traffic_groups: the process groups that take traffic (those an
+            ``[http_service]`` or ``[[services]]`` entry or a check applies to);
+            ``None`` when unknown (no file): every group is taken to serve.
     """
 
     path: str | None = None
@@ -399,10 +435,12 @@ class Config:
     mounts: tuple[Mount, ...] = ()
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
+    traffic_groups: tuple[str, ...] | None = None
 
     def release(self, version: str, group: str = "app") -> Release:
         """The release of ``group`` at ``version``: this file's checks and mounts for it."""
         return Release(
+            serves_traffic=self.traffic_groups is None or group in self.traffic_groups,
             version=version,
             image=self.image,
             env=self.env,
@@ -448,6 +486,7 @@ _OUR_DEPLOY_KEYS = frozenset(
         "post_deploy_command_timeout",
         "region_waves",
         "auto_rollback",
+        "allow_downtime",
         "switch_gate",
         "keep_blue_for",
         "canary_steps",
@@ -553,6 +592,7 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
                 )
     return Config(
         path=path,
+        traffic_groups=_traffic_groups(data, processes, checks),
         app=_opt_str(data, "app", "app"),
         primary_region=_opt_str(data, "primary_region", "primary_region"),
         strategy=strategy,
@@ -564,6 +604,24 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
         kill_signal=kill_signal,
         kill_timeout=kill_timeout,
     )
+
+
+def _traffic_groups(
+    data: Mapping[str, Any], processes: tuple[str, ...], checks: list[HealthCheck]
+) -> tuple[str, ...]:
+    """The groups that take traffic: those a service or a check applies to (an entry
+    without ``processes`` applies to every group)."""
+    served: set[str] = set()
+    entries = list(_tables(data, "services", ""))
+    http_service = _table(data, "http_service", "")
+    if http_service:
+        entries.append(http_service)
+    for i, entry in enumerate(entries):
+        procs = _processes(entry, f"services[{i}].processes")
+        served.update(procs or processes)
+    for c in checks:
+        served.update(c.processes or processes)
+    return tuple(g for g in processes if g in served)
 
 
 def _check(
@@ -726,10 +784,11 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
     for key in ("max_unavailable", "max_surge"):
         if key in deploy:
             opts[key] = _count(deploy[key], f"deploy.{key}")
-    if "auto_rollback" in deploy:
-        if not isinstance(deploy["auto_rollback"], bool):
-            raise InvalidConfig("must be true or false", field="deploy.auto_rollback")
-        opts["auto_rollback"] = deploy["auto_rollback"]
+    for key in ("auto_rollback", "allow_downtime"):
+        if key in deploy:
+            if not isinstance(deploy[key], bool):
+                raise InvalidConfig("must be true or false", field=f"deploy.{key}")
+            opts[key] = deploy[key]
     if "region_waves" in deploy:
         waves = deploy["region_waves"]
         if waves is True and isinstance(primary_region, str) and primary_region:

@@ -54,7 +54,16 @@ from ._errors import (
 from ._model import Desired, FleetState, GroupSpec, Health, Machine, MachineState, decode_regions
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
 from ._planning import DEPLOYING, ROLLING_BACK, Blueprint, blueprint, target_of
-from ._planning._schedule import Barrier, Budget, Element, Scheduled, Task, admit_wave, unblock
+from ._planning._schedule import (
+    Barrier,
+    Budget,
+    Element,
+    Scheduled,
+    Task,
+    admit_wave,
+    queue_tasks,
+    unblock,
+)
 from .reporters import Reporter
 
 __all__ = [
@@ -164,6 +173,7 @@ def rollback_strategy(strategy: Strategy) -> Rolling:
             "min_healthy_time",
             "drain_delay",
             "region_waves",
+            "allow_downtime",
         )
     }
     if isinstance(strategy, Rolling):
@@ -211,6 +221,7 @@ class _Run:
     queued: int = 0
     waits: list[Action] = attrs.Factory(list)
     waits_started: float = 0.0
+    took: list[str] = attrs.Factory(list)  # machines it took out of service
 
 
 @attrs.define(eq=False)
@@ -230,14 +241,7 @@ class _PhaseRun:
 
     @classmethod
     def of(cls, group: str, phase: Scheduled) -> _PhaseRun:
-        tasks = [t for t in phase.tasks if t.elements]
-        waves = sorted({t.wave for t in tasks})
-        queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]] = {
-            w: (deque(), deque(), deque()) for w in waves
-        }
-        for t in tasks:
-            free, slot, room = queues[t.wave]
-            (slot if t.needs_slot else room if t.needs_room else free).append(t)
+        waves, queues = queue_tasks([t for t in phase.tasks if t.elements])
         return cls(
             group=group,
             budget=phase.budget,
@@ -329,7 +333,7 @@ class ExecutorCore:
         self._waiting: list[_Run] = []  # runs whose actions are done and waits pending
         self._chain: list[Element] = []
         self._chain_run: _Run | None = None
-        self._stage: Literal["prefix", "groups", "suffix", "idle"] = "idle"
+        self._stage: Literal["settle", "prefix", "groups", "suffix", "idle"] = "idle"
         self._groups_bp: Blueprint | None = None
         self._suffix: tuple[Element, ...] = ()
         self._groups: dict[str, list[Any]] = {}
@@ -343,6 +347,19 @@ class ExecutorCore:
         self._rollback_desired: Desired | None = None
         self._rollback_strategy: Rolling | None = None
         self._watch_changes: set[str] = set()
+        # the floor held against what is observed (docs/decisions/0008-never-zero.md)
+        self._view: dict[str, Machine] = {}  # every machine as last observed
+        self._taken: set[str] = set()  # taken out by this core, not released since
+        self._avail: dict[str, set[str]] = {}  # group -> serving, not taken
+        self._held: dict[str, list[tuple[Action, _Run, int]]] = {}  # group -> take-outs held
+        self._held_since: dict[str, float] = {}
+        self._held_reported: set[str] = set()
+        self._breach: str | None = None  # a released machine took its group to the floor
+        self._next_stall_replan = float("-inf")
+        self._stall_backoff = _STALL_BACKOFF
+        self._stalled = False
+        self._settling: dict[str, float] = {}  # machine -> deadline for a first check result
+        self._settle_state: FleetState | None = None
         #: a KeyboardInterrupt arrived inside a reporter hook; the driver should
         #: call :meth:`interrupt` (and clear it)
         self.interrupt_pending = False
@@ -361,11 +378,19 @@ class ExecutorCore:
     @property
     def watched(self) -> frozenset[str]:
         """Machines whose state the driver should report with :meth:`machine_seen`."""
-        return frozenset(self._watch)
+        return frozenset(self._watch) | frozenset(self._settling)
 
     def is_watched(self, machine_id: str) -> bool:
         """Whether :meth:`machine_seen` wants news of ``machine_id`` (cheap)."""
-        return machine_id in self._watch
+        return machine_id in self._watch or machine_id in self._settling
+
+    @property
+    def wants_view(self) -> bool:
+        """True while the core takes machines out of service: the driver should then
+        report the whole fleet with :meth:`observed` at every poll (the floor is held
+        against what is observed), or every change of any machine with
+        :meth:`machine_seen`."""
+        return self._stage == "groups" and self.mode in ("forward", "rollback")
 
     def take_new_watches(self) -> set[str]:
         """Machines watched since the last call (the driver reports them at once)."""
@@ -383,6 +408,8 @@ class ExecutorCore:
         times = []
         if self._timers:
             times.append(self._timers[0][0])
+        if self._held_since:
+            times.append(min(self._held_since.values()) + self._hold_timeout)
         if self._ready and len(self._in_flight) < self.options.concurrency:
             times.append(self._ready[0][0])
         if self.options.deadline is not None and self.mode != "finished":
@@ -398,6 +425,35 @@ class ExecutorCore:
     def begin(self, now: float, state: FleetState) -> None:
         """Start (or resume) from the observed fleet."""
         self._now = self._t0 = now
+        self._see_all(state)
+        unknown = [
+            m.id
+            for m in state.machines
+            if m.live
+            and m.presumed_serving
+            and not m.serving
+            and self.desired.group(m.group) is not None
+        ]
+        if unknown and not isinstance(self.strategy, Immediate):
+            # no check result yet (a proxy restart): not down, not known to serve; wait
+            # for a first result before planning, so none is taken out as if it were down
+            self._stage = "settle"
+            deadline = now + self.strategy.wait_timeout
+            for mid in unknown:
+                self._settling[mid] = deadline
+                self._watch_changes.add(mid)
+            self._timer(deadline, None)
+            self._emit(
+                "waiting",
+                0.0,
+                f"a first check result for {', '.join(unknown[:5])}"
+                f"{'...' if len(unknown) > 5 else ''} (health unknown)",
+            )
+            return
+        self._begin_planning(state)
+
+    def _begin_planning(self, state: FleetState) -> None:
+        self._stage = "idle"
         self._record = dict(state.record)
         phase = state.record.get("phase")
         rb_of = state.record.get("rollback_of")
@@ -425,6 +481,8 @@ class ExecutorCore:
             return
         action, run, _ = entry
         self._emit("action_finished", self._elapsed, action, None)
+        if machine is not None and action.kind != "label":
+            self._see(machine.id, machine)
         if isinstance(action, Create):
             if machine is None:
                 self._fail(f"provider created {action.key} but returned no machine")
@@ -434,6 +492,9 @@ class ExecutorCore:
             self._cordoned_at[action.machine] = now
         elif action.kind == "uncordon" and action.machine:
             self._cordoned_at.pop(action.machine, None)
+            self._release(action.machine)
+        elif action.kind == "destroy" and action.machine:
+            self._see(action.machine, None)
         elif isinstance(action, Label) and action.machine is None:
             if action.replace:
                 self._record.clear()
@@ -461,10 +522,22 @@ class ExecutorCore:
         self._pump()
 
     def machine_seen(self, now: float, machine: Machine | None, machine_id: str) -> None:
-        """The latest state of a watched machine (``None``: it is gone)."""
+        """The latest state of a machine (``None``: it is gone).
+
+        Watched machines (:attr:`watched`) must be reported; any other machine
+        may be, and keeps the core's view of the fleet (the floor it holds) fresh.
+        """
         self._now = now
+        self._see(machine_id, machine)
+        if machine_id in self._settling and (
+            machine is None or not machine.presumed_serving or machine.health is not Health.UNKNOWN
+        ):
+            del self._settling[machine_id]  # a first check result (or it is gone)
+            self._maybe_settled()
         runs = self._watch.get(machine_id)
         if not runs:
+            if self._ready and self._ready[0][0] <= now:
+                self._pump()  # a held take-out may go now
             return
         if machine is not None and machine.state in _BOOTING:
             self._booted_since_watch.add(machine_id)
@@ -487,10 +560,24 @@ class ExecutorCore:
         self._check_health(machine_id)
         self._pump()
 
+    def observed(self, now: float, state: FleetState) -> None:
+        """The whole fleet, observed (as :attr:`wants_view` asks, at every poll): the
+        core's view is refreshed and every watched machine in it is reported."""
+        self._now = now
+        self._see_all(state)
+        for mid in sorted(self.watched):
+            if mid in self._watch or mid in self._settling:
+                self.machine_seen(now, state.get(mid), mid)
+        self._pump()
+
     def full_observed(self, now: float, state: FleetState) -> None:
         """The whole fleet, as the core asked (:attr:`wants_full_observe`)."""
         self._now = now
         self._want_full_observe = False
+        self._see_all(state)
+        if self._stage == "settle":
+            self._begin_planning(state)
+            return
         self._record.update(state.record)
         try:
             if self.mode == "draining":
@@ -508,6 +595,12 @@ class ExecutorCore:
                 bp = self._blueprint(state)
                 bp.layout()
                 self._start_blueprint(bp, first=Label(group="*", values=values))
+            elif self._stage == "groups" and self._stalled:
+                # every run held by the floor: re-plan from what is observed (a crashed
+                # machine is repaired, a flapping one waited on), not counted as drift
+                self._stalled = False
+                self._emit("step_started", self._elapsed, "re-plan: every take-out is held")
+                self._start_groups(self._blueprint(state))
             elif self._stage == "groups":
                 bp = self._blueprint(state)
                 if not bp.empty and any(_work(p) for _, ps in bp.groups for p in ps):
@@ -541,6 +634,26 @@ class ExecutorCore:
             return
         if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
             self._fail(f"the deployment did not finish within {self.options.deadline:g}s")
+        late = sorted(mid for mid, at in self._settling.items() if now >= at)
+        if late and self._stage == "settle":
+            self._settling.clear()
+            self._finish(
+                "failed",
+                f"no check result for {', '.join(late[:5])}{'...' if len(late) > 5 else ''} "
+                f"within {self.strategy.wait_timeout:g}s (wait_timeout); nothing was changed. "
+                f"Is the proxy running its health checks?",
+            )
+            return
+        for group, since in sorted(self._held_since.items()):
+            if now >= since + self._hold_timeout and self.mode != "draining":
+                floor = self._held_floor(group)
+                self._fail(
+                    f"group {group!r}: {len(self._avail.get(group, ()))} machines serving, at "
+                    f"or below its floor of {floor}, for {self._hold_timeout:g}s (wait_timeout): "
+                    f"zdd takes no more out (a released machine failing its checks, or a "
+                    f"machine that crashed)"
+                )
+                break
         due: set[str] = set()
         general = False
         while self._timers and self._timers[0][0] <= now:
@@ -557,6 +670,148 @@ class ExecutorCore:
         self._pump()
 
     # -- internals ---------------------------------------------------------------
+
+    # the view and the observed floor
+
+    def _see_all(self, state: FleetState) -> None:
+        seen = set()
+        for m in state.machines:
+            seen.add(m.id)
+            self._see(m.id, m if m.live else None)
+        for mid in [mid for mid in self._view if mid not in seen]:
+            self._see(mid, None)
+
+    def _see(self, machine_id: str, machine: Machine | None) -> None:
+        """Record what was observed of one machine; keep the serving sets right."""
+        old = self._view.get(machine_id)
+        if machine is None or not machine.live:
+            if old is not None:
+                del self._view[machine_id]
+                self._avail.get(old.group, set()).discard(machine_id)
+            self._taken.discard(machine_id)
+            return
+        self._view[machine_id] = machine
+        if old is not None and old.group != machine.group:
+            self._avail.get(old.group, set()).discard(machine_id)
+        avail = self._avail.setdefault(machine.group, set())
+        if machine.serving and machine_id not in self._taken:
+            if machine_id not in avail:
+                avail.add(machine_id)
+                if machine.group in self._held:
+                    self._retry_held(machine.group)
+        elif machine_id in avail:
+            avail.discard(machine_id)
+            self._check_breach(machine, len(avail))
+
+    def _check_breach(self, machine: Machine, serving: int) -> None:
+        """A machine of the release being deployed stopped serving on its own (it failed
+        its checks or crashed after it was released): when that leaves its group at or
+        below the floor, the release is failing, and the deployment rolls back before
+        the group goes lower."""
+        if self.mode != "forward" or self._stage != "groups" or self._breach is not None:
+            return
+        spec = self.desired.group(machine.group)
+        if spec is None or machine.version != spec.release.version:
+            return
+        pr = self._group_phase.get(machine.group)
+        if pr is None or pr.budget.floor <= _NO_FLOOR or serving > pr.budget.floor:
+            return
+        self._breach = (
+            f"group {machine.group!r}: {machine.id} ({machine.version}) stopped serving after "
+            f"it was released ({machine.state.value}, checks {machine.health.value}), leaving "
+            f"{serving} serving against a floor of {pr.budget.floor}"
+        )
+
+    def _release(self, machine_id: str) -> None:
+        """``machine_id`` was released to traffic: it counts again once it serves."""
+        if machine_id in self._taken:
+            self._taken.discard(machine_id)
+            m = self._view.get(machine_id)
+            if m is not None:
+                self._see(machine_id, m)
+
+    def _takes_out(self, action: Action) -> str | None:
+        """The machine ``action`` takes out of service, if it does: a cordon, stop,
+        update or destroy of a machine observed serving, or presumed to (started and
+        uncordoned with no check result yet)."""
+        if action.kind not in _TAKE_OUT or action.machine is None:
+            return None
+        m = self._view.get(action.machine)
+        if m is None or not m.presumed_serving or action.machine in self._taken:
+            return None
+        return action.machine
+
+    def _floor_of(self, run: _Run) -> int | None:
+        pr = run.owner
+        if pr is None or pr.budget.floor <= _NO_FLOOR:
+            return None
+        return pr.budget.floor
+
+    def _admissible(self, group: str, machine_id: str, floor: int) -> bool:
+        """Taking ``machine_id`` out leaves the group at or above ``floor``, counting
+        only machines observed serving and not already being taken out."""
+        avail = self._avail.get(group, set())
+        return len(avail) - (machine_id in avail) >= floor
+
+    @property
+    def _hold_timeout(self) -> float:
+        strategy = self._rollback_strategy if self.mode == "rollback" else self.strategy
+        return (strategy or self.strategy).wait_timeout
+
+    def _held_floor(self, group: str) -> int | None:
+        for _, run, _ in self._held.get(group, ()):
+            return self._floor_of(run)
+        return None
+
+    def _hold(self, action: Action, run: _Run, attempt: int) -> None:
+        self._held.setdefault(action.group, []).append((action, run, attempt))
+        self._held_since.setdefault(action.group, self._now)
+
+    def _report_held(self) -> None:
+        for group in sorted(self._held):
+            if group in self._held_reported:
+                continue
+            self._held_reported.add(group)
+            action, run, _ = self._held[group][0]
+            self._emit(
+                "waiting",
+                self._elapsed,
+                f"{group}: {len(self._avail.get(group, ()))} serving, at its floor of "
+                f"{self._floor_of(run)}; {action.kind} {action.machine} held until more serve",
+            )
+        self._held_reported.intersection_update(self._held)
+
+    def _retry_held(self, group: str) -> None:
+        """Give the held take-outs of ``group`` another chance (the next pump decides)."""
+        for action, run, attempt in self._held.pop(group, []):
+            heapq.heappush(self._ready, (self._now, next(self._seq), action, run, attempt))
+
+    def _maybe_stalled(self) -> None:
+        """Every run is held by the floor and nothing else can happen: re-plan from a
+        fresh observation (with a growing pause between such re-plans)."""
+        if (
+            not self._held
+            or self._in_flight
+            or self._ready
+            or self._waiting
+            or self._watch
+            or self._want_full_observe
+            or self._stage != "groups"
+            or self.mode not in ("forward", "rollback")
+        ):
+            return
+        if self._now < self._next_stall_replan:
+            self._timer(self._next_stall_replan, None)
+            return
+        self._next_stall_replan = self._now + self._stall_backoff
+        self._stall_backoff = min(self._stall_backoff * 2, _STALL_BACKOFF_MAX)
+        self._held.clear()  # the runs are dropped; the re-plan makes them anew
+        self._stalled = True
+        self._want_full_observe = True
+
+    def _maybe_settled(self) -> None:
+        if self._stage == "settle" and not self._settling:
+            self._want_full_observe = True
 
     def _emit(self, hook: str, *args: Any) -> None:
         """Call a reporter hook. A reporter never breaks a deployment: its errors are
@@ -618,7 +873,12 @@ class ExecutorCore:
                 else Scheduled(
                     (Task([Element(s.actions, s.waits) for s in phase.steps]),),
                     Budget(
-                        group=group, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=0
+                        group=group,
+                        desired=0,
+                        floor=_NO_FLOOR if phase.floor is None else phase.floor,
+                        ceiling=10**12,
+                        serving=0,
+                        live=0,
                     ),
                     phase.steps[0].why if phase.steps else None,
                 )
@@ -784,7 +1044,9 @@ class ExecutorCore:
             return
         if run.idx < len(run.task.elements):
             return  # draining: stop here
-        # the task is complete
+        # the task is complete: what it took out counts again once observed serving
+        for mid in run.took:
+            self._release(mid)
         if run is self._chain_run:
             self._chain_run = None
             if self._stage == "prefix":
@@ -832,6 +1094,8 @@ class ExecutorCore:
                 r for r in self._ready if r[3].owner is None and r[3] is not self._chain_run
             ]
             heapq.heapify(self._ready)
+            self._held.clear()
+            self._held_since.clear()
             self._watch.clear()
             self._waiting.clear()
             self._maybe_drained()
@@ -865,6 +1129,9 @@ class ExecutorCore:
             return
         self.mode = "finished"
         self._ready.clear()
+        self._held.clear()
+        self._held_since.clear()
+        self._settling.clear()
         self._watch.clear()
         self._waiting.clear()
         if outcome == "rolled_back" and error is None:
@@ -883,6 +1150,9 @@ class ExecutorCore:
 
     def _pump(self) -> None:
         """Start ready actions up to the concurrency bound."""
+        if self._breach is not None:
+            reason, self._breach = self._breach, None
+            self._fail(reason)
         if self.mode == "draining":
             self._maybe_drained()
         while (
@@ -892,21 +1162,43 @@ class ExecutorCore:
             and self.mode != "finished"
         ):
             _, _, action, run, attempt = heapq.heappop(self._ready)
+            action = self._resolve(action)
+            out = self._takes_out(action)
+            if out is not None:
+                floor = self._floor_of(run)
+                if floor is not None and not self._admissible(action.group, out, floor):
+                    self._hold(action, run, attempt)
+                    continue
+                self._taken.add(out)
+                self._avail.get(action.group, set()).discard(out)
+                run.took.append(out)
             run.queued -= 1
             run.in_flight += 1
-            action = self._resolve(action)
             ref = next(self._refs)
             self._in_flight[ref] = (action, run, attempt)
             self._actions += 1
             if attempt == 0:
                 self._emit("action_started", self._elapsed, action)
             self._out.append(Perform(ref, action))
+        if self._held_since:
+            for group in [g for g in self._held_since if g not in self._held]:
+                del self._held_since[group]
+        self._report_held()
+        self._maybe_stalled()
 
     def _resolve(self, action: Action) -> Action:
         if action.machine is not None and action.machine in self._ids:
             return attrs.evolve(action, machine=self._ids[action.machine])
         return action
 
+
+#: Action kinds that take a serving machine out of service.
+_TAKE_OUT = frozenset({"cordon", "stop", "update", "destroy"})
+#: A budget floor that means "no floor".
+_NO_FLOOR = -(10**11)
+#: Pause before re-planning a fleet whose every take-out is held (doubles to the max).
+_STALL_BACKOFF = 5.0
+_STALL_BACKOFF_MAX = 60.0
 
 _BOOTING = frozenset(
     {MachineState.STARTING, MachineState.STARTED, MachineState.UPDATING, MachineState.REPLACING}
@@ -980,8 +1272,13 @@ def execute(
                     provider.acquire_lock(holder, lock_ttl)
                     next_refresh = now + lock_ttl / 3
                 if now >= next_poll and not core.finished:
-                    for mid in sorted(core.watched):
-                        _poll(core, provider, mid, clock())
+                    if core.wants_view:
+                        # the floor is held against the observed fleet: look at all of it
+                        with contextlib.suppress(ActionFailed):
+                            core.observed(clock(), _observe(provider))
+                    else:
+                        for mid in sorted(core.watched):
+                            _poll(core, provider, mid, clock())
                     next_poll = now + poll_interval
                 wake = core.wake_at
                 timeout = (

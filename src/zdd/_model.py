@@ -182,7 +182,9 @@ class Release:
     """What a group should run: the version and its image, env, checks, mounts.
 
     Environment values are secrets as far as zdd is concerned: they never appear
-    in reprs, plans or logs.
+    in reprs, plans or logs. ``serves_traffic`` is false for a group that takes no
+    traffic through the proxy (a worker: no service and no check); only groups
+    that serve are held above zero serving machines.
     """
 
     version: str = attrs.field()
@@ -194,6 +196,7 @@ class Release:
     mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_mounts_tuple)
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
+    serves_traffic: bool = True
 
     @version.validator
     def _check_version(self, _: object, value: str) -> None:
@@ -238,6 +241,16 @@ class Machine:
         return (
             self.state is MachineState.STARTED
             and self.health is Health.PASSING
+            and not self.cordoned
+        )
+
+    @property
+    def presumed_serving(self) -> bool:
+        """Serving, or started and not cordoned with no check result yet (as after a
+        proxy restart): not known to be down, so never taken out as if it were."""
+        return (
+            self.state is MachineState.STARTED
+            and self.health in (Health.PASSING, Health.UNKNOWN)
             and not self.cordoned
         )
 

@@ -336,11 +336,17 @@ def _steps_tuple(steps: Iterable[Step]) -> tuple[Step, ...]:
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    """An ordered tuple of steps, for one strategy. Empty when nothing is to be done."""
+    """An ordered tuple of steps, for one strategy. Empty when nothing is to be done.
+
+    ``warnings``: one line per process group that the plan may take to zero serving
+    machines (strategy immediate, a one-machine group whose machine holds a
+    volume), naming the cause and the fix; empty when ``allow_downtime`` is set.
+    """
 
     strategy: str
     steps: tuple[Step, ...] = attrs.field(default=(), converter=_steps_tuple)
     summary: str = ""
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -362,6 +368,7 @@ class Plan:
             "format": 1,
             "strategy": self.strategy,
             "summary": self.summary,
+            "warnings": list(self.warnings),
             "steps": [s.to_json() for s in self.steps],
         }
 
@@ -371,9 +378,10 @@ class Plan:
 
     def to_text(self) -> str:
         """Numbered steps, one action a line, each step with its reason."""
-        lines = [
+        lines = [f"warning: {w}" for w in self.warnings]
+        lines.append(
             f"Plan ({self.strategy}): {self.summary}" if self.summary else f"Plan ({self.strategy})"
-        ]
+        )
         if not self.steps:
             lines.append("  nothing to do: the fleet already matches what is desired")
             return "\n".join(lines)

@@ -299,6 +299,12 @@ def _add_strategy_flags(p: argparse.ArgumentParser) -> None:
         type=_fraction_or_count("--max-surge"),
         help="fraction, percentage or count of extra machines while deploying",
     )
+    p.add_argument(
+        "--allow-downtime",
+        action="store_true",
+        default=None,
+        help="let a group that serves traffic reach zero serving machines (no warning)",
+    )
 
 
 def _load_state(args: argparse.Namespace) -> FleetState:
@@ -344,6 +350,10 @@ def _strategy(args: argparse.Namespace, config: Config) -> Strategy:
             if rolling.max_surge:
                 common["max_surge"] = rolling.max_surge
         strategy = strategy_from_name(args.strategy, **common)
+    if getattr(args, "allow_downtime", None):
+        strategy = attrs.evolve(strategy, allow_downtime=True)
+        if isinstance(strategy, Canary):
+            strategy = attrs.evolve(strategy, then=attrs.evolve(strategy.then, allow_downtime=True))
     overrides = {
         k: v
         for k, v in (("max_unavailable", args.max_unavailable), ("max_surge", args.max_surge))
@@ -391,9 +401,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn(warnings: Sequence[str]) -> None:
+    """Say it before it happens: one line per group a deployment may take to zero."""
+    for w in warnings:
+        print(f"zdd: warning: {w}", file=sys.stderr)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     state, desired, strategy = _inputs(args)
-    plan(state, desired, strategy)  # bad input is reported here, exit 2
+    _warn(plan(state, desired, strategy).warnings)  # bad input is reported here, exit 2
     answers: dict[str, GateResult] = dict(args.gate)
 
     def gates(name: str) -> GateResult:
@@ -453,7 +469,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         provider.launch("v1", args.machines)
         state = provider.wait_healthy(60.0)
         desired = Desired.from_fleet(state, release)
-        plan(state, desired, strategy)  # bad input is reported before any load starts
+        # bad input is reported before any load starts
+        _warn(plan(state, desired, strategy).warnings)
         reporter = None if args.json else TextReporter(sys.stderr)
         load = LoadGenerator("127.0.0.1", provider.port, rps=args.rps, streams=args.streams)
         load.start()
@@ -526,6 +543,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     for group in desired.groups:
         provider.register_release(group.release)
     preview = plan(state, desired, strategy)
+    if not args.dry_run:
+        _warn(preview.warnings)  # the dry run's plan text starts with them
     if args.dry_run:
         print(json.dumps(preview.to_json(), indent=2) if args.json else preview.to_text())
         return EXIT_OK

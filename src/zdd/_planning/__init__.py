@@ -66,6 +66,7 @@ class Blueprint:
     prefix: tuple[Step, ...]
     groups: tuple[tuple[str, tuple[Phase, ...]], ...]
     suffix: tuple[Step, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -84,6 +85,7 @@ class Blueprint:
             strategy=self.strategy,
             steps=[*self.prefix, *machine_steps, *self.suffix],
             summary=self.summary,
+            warnings=self.warnings,
         )
 
 
@@ -183,12 +185,19 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
             )
         done = Label(group=APP, values={"phase": DONE})
         suffix.append(Step(actions=[done], why="record the deployment done"))
+    warnings = tuple(
+        p.warning
+        for _, phases in groups
+        for p in phases
+        if isinstance(p, Scheduled) and p.warning and p.tasks
+    )
     return Blueprint(
         strategy=strategy.name,
         summary=summary,
         prefix=tuple(prefix),
         groups=tuple(groups),
         suffix=tuple(suffix),
+        warnings=warnings,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from .._config import Strategy
+from .._config import Rolling, Strategy
 from .._errors import PlanningImpossible
 from .._model import FrozenMap, GroupSpec, Health, Machine, MachineState, natural_key
 from .._plan import (
@@ -19,7 +19,7 @@ from .._plan import (
     Update,
     WaitHealthy,
 )
-from ._schedule import Budget, Element, Task
+from ._schedule import Budget, Element, Scheduled, Task
 
 RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})
 IN_FLIGHT = frozenset({MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING})
@@ -131,7 +131,7 @@ def _take_out(ctx: GroupContext, m: Machine, serving: bool, els: list[Element]) 
 def in_place_task(ctx: GroupContext, m: Machine) -> Task:
     """Update an outdated machine where it stands (volumes stay attached)."""
     g = ctx.name
-    serving = m.serving
+    serving = m.presumed_serving
     els: list[Element] = []
     drained = _take_out(ctx, m, serving, els)
     update = Update(
@@ -144,14 +144,20 @@ def in_place_task(ctx: GroupContext, m: Machine) -> Task:
     els.append(Element((update,), (ctx.wait(m.id),)))
     if serving or m.cordoned:
         els.append(Element((Uncordon(group=g, machine=m.id),)))
-    return Task(els, wave=ctx.wave(m.region), needs_room=serving, gain=1)
+    return Task(els, wave=ctx.wave(m.region), needs_room=serving, cost=_cost(m), gain=1)
+
+
+def _cost(m: Machine) -> int:
+    """Room taking ``m`` out costs: 1 when it counts as serving, 0 when it is only
+    presumed to (no check result yet)."""
+    return 1 if m.serving else 0
 
 
 def retire_elements(ctx: GroupContext, m: Machine, serving: bool | None = None) -> list[Element]:
     """Cordon, drain, stop and destroy a machine (never one with a volume)."""
     ensure_no_volume(m, ctx.name)
     els: list[Element] = []
-    drained = _take_out(ctx, m, m.serving if serving is None else serving, els)
+    drained = _take_out(ctx, m, m.presumed_serving if serving is None else serving, els)
     if m.state in RUNNING or m.state is MachineState.UPDATING:
         els.append(Element((ctx.stop(m.id, drained=drained),)))
     els.append(Element((Destroy(group=ctx.name, machine=m.id),)))
@@ -159,11 +165,12 @@ def retire_elements(ctx: GroupContext, m: Machine, serving: bool | None = None) 
 
 
 def retire_task(ctx: GroupContext, m: Machine) -> Task:
-    serving = m.serving
+    serving = m.presumed_serving
     return Task(
         retire_elements(ctx, m, serving),
         wave=ctx.wave(m.region),
         needs_room=serving,
+        cost=_cost(m),
         frees_slot=True,
     )
 
@@ -252,3 +259,102 @@ def group_budget(
         serving=sum(1 for m in machines if m.serving),
         live=len(machines),
     )
+
+
+@attrs.frozen
+class Limits:
+    """A rolling phase's budget for one group, with zdd's never-zero rule applied.
+
+    Attributes:
+        floor: serving machines the phase keeps.
+        ceiling: live machines it may have.
+        surge_mode: replace outdated machines (create, then retire) rather than
+            update them in place.
+        borrowed: a surge machine was borrowed so that the group never reaches zero.
+        note: what the plan's reason says about these limits ("" for none).
+        warning: why the group may reach zero serving machines (``None``: it won't).
+    """
+
+    floor: int
+    ceiling: int
+    surge_mode: bool
+    borrowed: bool = False
+    note: str = ""
+    warning: str | None = None
+
+
+def protects(ctx: GroupContext) -> bool:
+    """The never-zero rule applies: the group serves traffic, is desired, and the
+    strategy does not allow downtime."""
+    return (
+        ctx.spec.release.serves_traffic and ctx.spec.count >= 1 and not ctx.strategy.allow_downtime
+    )
+
+
+def rolling_limits(
+    ctx: GroupContext, rolling: Rolling, machines: Sequence[Machine], *, extra: int = 0
+) -> Limits:
+    """The floor and ceiling of a rolling phase over ``machines`` (``extra``: live
+    machines the ceiling allows beyond the surge, such as canaries).
+
+    The floor is ``desired - max_unavailable``, but never below 1 for a group
+    that serves traffic (:func:`protects`). Where the unavailability budget
+    alone would take a one-machine group to zero, one surge machine is
+    borrowed: created hidden, waited healthy and released before the old
+    machine goes. A one-machine group whose machine holds a volume must be
+    updated in place: zero downtime is impossible there, and ``warning`` says
+    so (the fix is a second machine).
+    """
+    n = ctx.spec.count
+    outdated = [m for m in machines if not is_current(m, ctx.version)]
+    in_place = any(m.volume for m in outdated)
+    mu = rolling.unavailable_budget(n, in_place=in_place)
+    surge = rolling.surge_budget(n)
+    floor = n - mu
+    borrowed = False
+    note = ""
+    warning = None
+    if protects(ctx) and floor < 1:
+        bound = [m for m in outdated if m.volume and m.presumed_serving]
+        if n >= 2:
+            floor = 1
+            note = "floor raised to 1: a serving group never reaches zero"
+        elif bound:
+            m = bound[0]
+            warning = (
+                f"group {ctx.name!r}: its only serving machine {m.id} holds volume "
+                f"{m.volume} and must be updated in place, so the group serves nothing "
+                f"while it restarts; add a second machine to the group for zero downtime "
+                f"(or set allow_downtime = true to accept it)"
+            )
+        else:
+            floor = 1
+            if surge < 1 and any(m.presumed_serving for m in outdated):
+                surge = 1
+                borrowed = True
+                note = "1 surge machine borrowed so that the group never reaches zero"
+    return Limits(
+        floor=floor,
+        ceiling=n + max(surge, extra),
+        surge_mode=surge > 0,
+        borrowed=borrowed,
+        note=note,
+        warning=warning,
+    )
+
+
+def rolling_phase(
+    ctx: GroupContext,
+    rolling: Rolling,
+    machines: Sequence[Machine],
+    *,
+    extra: int = 0,
+) -> Scheduled:
+    """The rolling phase that takes ``machines`` to the group's desired shape."""
+    limits = rolling_limits(ctx, rolling, machines, extra=extra)
+    tasks = rolling_tasks(ctx, machines, surge_mode=limits.surge_mode)
+    note = limits.note
+    if limits.borrowed and not any(t.needs_slot for t in tasks):
+        note = ""  # nothing is created after all (a canary takes the new machine's place)
+    budget = group_budget(ctx, machines, floor=limits.floor, ceiling=limits.ceiling)
+    return Scheduled(tuple(tasks), attrs.evolve(budget, note=note), warning=limits.warning)

@@ -47,6 +47,9 @@ class Task:
         elements: the steps of its pipeline, in order.
         wave: its region wave (0 when waves are off).
         needs_room: it takes a serving machine out of service when admitted.
+        cost: the serving machines that counts as taking out (1; 0 for a machine
+            presumed serving but not counted as serving, whose health is not known
+            yet: taking it out still needs the others to hold the floor).
         needs_slot: it adds a live machine when admitted.
         gain: serving machines it adds when done.
         frees_slot: it removes a live machine when done.
@@ -55,6 +58,7 @@ class Task:
     elements: list[Element]
     wave: int = 0
     needs_room: bool = False
+    cost: int = 1
     needs_slot: bool = False
     gain: int = 0
     frees_slot: bool = False
@@ -62,7 +66,10 @@ class Task:
 
 @attrs.frozen
 class Budget:
-    """A group's limits: serving never below ``floor``, live never above ``ceiling``."""
+    """A group's limits: serving never below ``floor``, live never above ``ceiling``.
+
+    ``note`` is added to every step's reason (why the limits are what they are).
+    """
 
     group: str
     desired: int
@@ -70,6 +77,7 @@ class Budget:
     ceiling: int
     serving: int
     live: int
+    note: str = ""
 
 
 @attrs.frozen
@@ -81,9 +89,14 @@ class GroupStep:
 
 @attrs.frozen
 class Barrier:
-    """Steps that run one after another, every action of a step at once."""
+    """Steps that run one after another, every action of a step at once.
+
+    ``floor``: serving machines the group keeps while they run (an executor holds
+    a take-out that would go below it); ``None``: no floor.
+    """
 
     steps: tuple[GroupStep, ...]
+    floor: int | None = None
 
 
 @attrs.frozen
@@ -91,11 +104,14 @@ class Scheduled:
     """Tasks admitted under a budget (see :func:`schedule`).
 
     ``why``, when given, replaces the budget figures as every step's reason.
+    ``warning``, when given, says why this phase may take the group's serving
+    machines to zero (shown before the plan).
     """
 
     tasks: tuple[Task, ...]
     budget: Budget
     why: str | None = None
+    warning: str | None = None
 
 
 Phase = Barrier | Scheduled
@@ -124,19 +140,7 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
     tasks = [t for t in tasks if t.elements]
     if not tasks:
         return []
-    waves = sorted({t.wave for t in tasks})
-    # per wave: free tasks, tasks needing a slot, tasks needing room (FIFO each)
-    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]] = {
-        w: (deque(), deque(), deque()) for w in waves
-    }
-    for t in tasks:
-        free, slot, room = queues[t.wave]
-        if t.needs_slot:
-            slot.append(t)
-        elif t.needs_room:
-            room.append(t)
-        else:
-            free.append(t)
+    waves, queues = queue_tasks(tasks)
     serving = budget.serving
     live = budget.live
     active: list[tuple[Task, int]] = []  # (task, index of next element)
@@ -179,6 +183,8 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
             f"(budget {allowed}), {live} machine{'' if live == 1 else 's'} "
             f"(ceiling {budget.ceiling})"
         )
+        if budget.note:
+            why += f"; {budget.note}"
         out.append(GroupStep(tuple(actions), tuple(waits), why))
         for task in done:
             serving += task.gain
@@ -186,6 +192,27 @@ def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
                 live -= 1
         active = still
     return out
+
+
+Queues = dict[int, tuple[deque[Task], deque[Task], deque[Task]]]
+
+
+def queue_tasks(tasks: Sequence[Task]) -> tuple[list[int], Queues]:
+    """The waves in order, and per wave the free tasks, the tasks needing a slot and
+    the tasks needing room (FIFO each; among those needing room, the ones that cost
+    nothing -- their machine's health is not known yet -- go first: they never wait
+    behind a take-out that must wait)."""
+    waves = sorted({t.wave for t in tasks})
+    queues: Queues = {w: (deque(), deque(), deque()) for w in waves}
+    for t in sorted(tasks, key=lambda t: t.needs_room and t.cost > 0):
+        free, slot, room = queues[t.wave]
+        if t.needs_slot:
+            slot.append(t)
+        elif t.needs_room:
+            room.append(t)
+        else:
+            free.append(t)
+    return waves, queues
 
 
 def admit_wave(
@@ -205,9 +232,10 @@ def admit_wave(
         if task.needs_room:
             serving -= 1
         out.append(task)
-    while room and serving - 1 >= budget.floor:
-        out.append(room.popleft())
-        serving -= 1
+    while room and serving - room[0].cost >= budget.floor:
+        task = room.popleft()
+        out.append(task)
+        serving -= task.cost
     return out, serving, live
 
 
@@ -241,6 +269,13 @@ def _stuck_message(
 ) -> str:
     _, slot, room = queues[wave]
     if room and not slot:
+        unknown = sum(1 for t in room if t.cost == 0)
+        if unknown:
+            return (
+                f"group {budget.group!r}: {serving} of {budget.desired} machines are known "
+                f"to serve and {unknown} have no check result yet (health unknown), against "
+                f"a floor of {budget.floor}; wait for their checks to report"
+            )
         return (
             f"group {budget.group!r}: {serving} of {budget.desired} machines are serving, "
             f"and taking one more out of service would go below the floor of "

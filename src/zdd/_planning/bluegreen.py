@@ -178,7 +178,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             f"{ctx.name}: destroy {_n(len(blues), 'blue')}",
         )
     )
-    return [Barrier(tuple(steps))]
+    return [Barrier(tuple(steps), floor=n)]
 
 
 def _n(count: int, noun: str) -> str:

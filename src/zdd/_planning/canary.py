@@ -22,12 +22,11 @@ from .._plan import Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     GroupContext,
     create_task,
-    group_budget,
     is_current,
     recover_elements,
-    rolling_tasks,
+    rolling_phase,
 )
-from ._schedule import Barrier, GroupStep, Phase, Scheduled, Task
+from ._schedule import Barrier, GroupStep, Phase, Task
 
 PASSED = "passed"
 
@@ -80,12 +79,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
     outdated = [m for m in others if not is_current(m, ctx.version)]
     if not outdated or n == 0:
         # nothing left to prove the release against: finish as a rolling update would
-        tasks = rolling_tasks(ctx, ctx.machines, surge_mode=s.then.max_surge > 0)
-        mu = s.then.unavailable_budget(n)
-        budget = group_budget(
-            ctx, ctx.machines, floor=n - mu, ceiling=n + max(len(canaries), s.then.surge_budget(n))
-        )
-        return [Scheduled(tuple(tasks), budget)]
+        return [rolling_phase(ctx, s.then, ctx.machines, extra=len(canaries))]
     if not s.steps:
         return _flyctl_form(ctx, canaries, others)
     return _progressive(ctx, canaries)
@@ -122,12 +116,7 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
                 f"{ctx.name}: destroy the canary",
             )
         )
-    n = ctx.spec.count
-    mu = s.then.unavailable_budget(n)
-    surge = s.then.surge_budget(n)
-    tasks = rolling_tasks(ctx, others, surge_mode=surge > 0)
-    budget = group_budget(ctx, others, floor=n - mu, ceiling=n + surge)
-    return [Barrier(tuple(steps)), Scheduled(tuple(tasks), budget)]
+    return [Barrier(tuple(steps)), rolling_phase(ctx, s.then, others)]
 
 
 def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
@@ -239,9 +228,4 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
         )
         for key in new_keys
     ]
-    n = ctx.spec.count
-    mu = s.then.unavailable_budget(n)
-    surge = s.then.surge_budget(n)
-    tasks = rolling_tasks(ctx, projected, surge_mode=surge > 0)
-    budget = group_budget(ctx, projected, floor=n - mu, ceiling=n + max(have, surge))
-    return [Barrier(tuple(steps)), Scheduled(tuple(tasks), budget)]
+    return [Barrier(tuple(steps)), rolling_phase(ctx, s.then, projected, extra=have)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from .._model import MachineState
 from .._plan import Action, Create, Destroy, Start, Uncordon, Update
-from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess
+from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess, protects
 from ._schedule import Budget, Element, Phase, Scheduled, Task
 
 
 def plan_group(ctx: GroupContext) -> list[Phase]:
     tasks: list[Task] = []
+    restarts = 0  # serving machines updated or destroyed
     regions = by_region(ctx.machines)
     for region in sorted(set(regions) | set(ctx.spec.regions)):
         here = regions.get(region, [])
@@ -21,7 +22,9 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             if m.id in retired:
                 ensure_no_volume(m, ctx.name)
                 actions.append(Destroy(group=ctx.name, machine=m.id))
+                restarts += m.presumed_serving
             elif not is_current(m, ctx.version):
+                restarts += m.presumed_serving
                 actions.append(
                     Update(
                         group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version
@@ -59,6 +62,19 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
         serving=0,
         live=len(ctx.machines),
     )
+    warning = None
+    if restarts and protects(ctx):
+        warning = (
+            f"group {ctx.name!r}: strategy immediate restarts every machine at once, so the "
+            f"group may serve nothing while they boot; use strategy rolling with "
+            f"max_surge = 1, or bluegreen, for zero downtime (or set allow_downtime = true "
+            f"to accept it)"
+        )
     return [
-        Scheduled(tuple(tasks), budget, f"{ctx.name}: every machine at once (immediate: no waits)")
+        Scheduled(
+            tuple(tasks),
+            budget,
+            f"{ctx.name}: every machine at once (immediate: no waits)",
+            warning=warning,
+        )
     ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from .._config import Rolling
 from .._errors import PlanningImpossible
-from ._core import GroupContext, group_budget, is_current, rolling_tasks
-from ._schedule import Phase, Scheduled
+from ._core import GroupContext, is_current, rolling_phase
+from ._schedule import Phase
 
 
 def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Phase]:
@@ -21,16 +21,13 @@ def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Phase
     s = strategy if strategy is not None else ctx.strategy
     assert isinstance(s, Rolling)
     n = ctx.spec.count
-    mu = s.unavailable_budget(n)
-    surge = s.surge_budget(n)
-    if mu == 0:
+    if s.max_unavailable == 0:
         stuck = [m.id for m in ctx.machines if m.volume and not is_current(m, ctx.version)]
         if stuck and n:
             raise PlanningImpossible(
                 f"group {ctx.name!r}: {', '.join(stuck[:3])}{'...' if len(stuck) > 3 else ''} "
                 f"hold volumes and must be updated in place, which needs max_unavailable >= 1 "
-                f"(a surge machine cannot take over a volume)"
+                f"(a surge machine cannot take over a volume); leave max_unavailable unset "
+                f"or set it to 1"
             )
-    tasks = rolling_tasks(ctx, ctx.machines, surge_mode=surge > 0)
-    budget = group_budget(ctx, ctx.machines, floor=n - mu, ceiling=n + surge)
-    return [Scheduled(tuple(tasks), budget)]
+    return [rolling_phase(ctx, s, ctx.machines)]

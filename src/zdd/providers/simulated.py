@@ -225,6 +225,10 @@ class SimulatedFleet:
             "machine_crash": 0.0,
         }
         self.dropped_connections = 0.0
+        # seconds with nothing serving, per group that served at the start
+        self.downtime: dict[str, float] = {}
+        self._zero_since: dict[str, float] = {}  # when such a group's serving hit 0
+        self._served_at_start: frozenset[str] = frozenset()
         self.timeline: list[tuple[float, int, int, dict[str, int]]] = []
         self._last = 0.0
         self._connected = float(self.traffic.connections)
@@ -263,6 +267,7 @@ class SimulatedFleet:
             self.min_serving[g] = self.serving[g]
             self.max_live[g] = self.live[g]
         self.min_serving_total = sum(self.serving.values())
+        self._served_at_start = frozenset(g for g, n in self.serving.items() if n > 0)
         self._serving_history.append((-1e9, self._traffic_serving()))
         self._sample()
         for _ in range(self.faults.machine_crashes):
@@ -376,8 +381,11 @@ class SimulatedFleet:
             if drained < self.traffic.reconnect_time:
                 self._lose_traffic(m, cause="stopped_without_drain", drained=drained)
         self._count(m, +1)
-        if m.serving != was_serving and self._takes_traffic(m):
-            self._note_share()
+        if m.serving != was_serving:
+            if self._takes_traffic(m):
+                self._note_share()
+            if m.group in self._served_at_start:
+                self._note_downtime(m.group)
         if m.serving:
             m.served = True
         g = m.group
@@ -386,6 +394,30 @@ class SimulatedFleet:
         self._sample()
         if self.listener is not None:
             self.listener(m.id)
+
+    def _note_downtime(self, g: str) -> None:
+        """Open or close ``g``'s interval with nothing serving (its count just changed)."""
+        if self.serving[g] == 0:
+            self._zero_since.setdefault(g, self.now)
+        elif g in self._zero_since:
+            since = self._zero_since.pop(g)
+            self.downtime[g] = self.downtime.get(g, 0.0) + (self.now - since)
+
+    def downtime_until(self, t: float) -> dict[str, float]:
+        """Seconds from the start to ``t`` during which each group had no machine serving.
+
+        Only groups with a serving machine at the start accumulate downtime; every
+        other group seen (or desired) is 0.0. An interval still open is counted up
+        to ``t``; nothing is changed. Sorted by group name.
+        """
+        out: dict[str, float] = {}
+        for g in sorted({*self.serving, *self.desired_count}):
+            seconds = self.downtime.get(g, 0.0)
+            since = self._zero_since.get(g)
+            if since is not None:
+                seconds += max(0.0, t - since)
+            out[g] = seconds
+        return out
 
     def _lose_traffic(self, m: _M, *, cause: str, drained: float = 0.0) -> None:
         """Requests in flight on ``m`` fail and its connections drop.

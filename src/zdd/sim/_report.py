@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -42,6 +43,9 @@ class SimulationReport:
         error: why it did not converge, if it did not.
         min_serving: the fewest machines serving at any instant (all groups).
         min_serving_by_group: the same, per group.
+        downtime_by_group: per group that had a serving machine at the start, the
+            seconds (start to the report's end, settle included) during which it had
+            none; 0.0 for every other group.
         max_machines: the most live machines at any instant (all groups).
         max_machines_by_group: the same, per group.
         makespan_s: seconds from the start to the executor's end.
@@ -67,6 +71,7 @@ class SimulationReport:
     error: str | None
     min_serving: int
     min_serving_by_group: dict[str, int]
+    downtime_by_group: Mapping[str, float] = attrs.field(factory=dict)
     max_machines: int
     max_machines_by_group: dict[str, int]
     makespan_s: float
@@ -93,6 +98,7 @@ class SimulationReport:
             "error": self.error,
             "min_serving": self.min_serving,
             "min_serving_by_group": self.min_serving_by_group,
+            "downtime_s": {g: round(s, 3) for g, s in self.downtime_by_group.items()},
             "max_machines": self.max_machines,
             "max_machines_by_group": self.max_machines_by_group,
             "makespan_s": round(self.makespan_s, 3),
@@ -124,6 +130,8 @@ class SimulationReport:
             f"  makespan            {self.makespan_s:.1f}s",
             f"  serving (min)       {self.min_serving}"
             + "".join(f"  [{g}: {n}]" for g, n in self.min_serving_by_group.items()),
+            f"  downtime            {max(self.downtime_by_group.values(), default=0.0):.1f}s"
+            + "".join(f"  [{g}: {s:.1f}s]" for g, s in self.downtime_by_group.items()),
             f"  machines (max)      {self.max_machines}"
             + "".join(f"  [{g}: {n}]" for g, n in self.max_machines_by_group.items()),
             f"  surge               {self.surge_machine_seconds:.0f} machine-seconds",

@@ -225,7 +225,9 @@ def _run_core(
             process()
 
     def listener(machine_id: str) -> None:
-        if alive[0] and core.is_watched(machine_id):
+        # every change of every machine is observed at once (the floor is held
+        # against what is observed)
+        if alive[0] and not core.finished:
             core.machine_seen(fleet.now, fleet.machine(machine_id), machine_id)
             process()
 
@@ -324,6 +326,12 @@ def _report(
         error=result.error,
         min_serving=fleet.min_serving_total,
         min_serving_by_group=dict(sorted(fleet.min_serving.items())),
+        # the groups the deployment keeps (a removed group's end is no outage)
+        downtime_by_group={
+            g: s
+            for g, s in fleet.downtime_until(fleet.now).items()
+            if (spec := desired.group(g)) is not None and spec.count
+        },
         max_machines=max((p[2] for p in fleet.timeline), default=0),
         max_machines_by_group=dict(sorted(fleet.max_live.items())),
         makespan_s=end,

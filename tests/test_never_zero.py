@@ -1,0 +1,492 @@
+"""Zero downtime by default (issue 8, docs/decisions/0008-never-zero.md).
+
+* A group that serves traffic never reaches zero serving machines under rolling,
+  canary and bluegreen: the floor is ``max(1, desired - max_unavailable)``, and a
+  one-machine group borrows a surge machine.
+* ``max_surge`` alone means create before destroy (``max_unavailable`` 0).
+* Where zero downtime is impossible, the plan says so before it runs.
+* The floor is held against what is observed: no take-out of a serving machine while
+  its group's observed serving count is at or below the floor; a machine whose
+  health is unknown is not taken for down.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import strategies as zst
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+import zdd
+from zdd import Health, Machine, MachineState
+from zdd.cli import main
+from zdd.providers.simulated import Faults, ReleaseBehaviour, SimulatedFleet, Traffic
+from zdd.sim import simulate_fleet
+
+SIM = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+PASS_GATES = zdd.ExecuteOptions(gates=lambda name: "pass")
+EXAMPLES = Path(__file__).parent.parent / "examples"
+CHECK = zdd.HealthCheck(type="http", path="/health", interval=5.0)
+V2 = zdd.Release(version="v2", checks=[CHECK])
+
+
+def _floor(strategy: zdd.Strategy, n: int) -> int:
+    """The promised floor of a group of ``n`` (no volumes), from the documented rules."""
+    if isinstance(strategy, zdd.BlueGreen):
+        return n
+    rolling = strategy.then if isinstance(strategy, zdd.Canary) else strategy
+    assert isinstance(rolling, zdd.Rolling)
+    return max(1, n - rolling.unavailable_budget(n)) if n else 0
+
+
+# -- generators --------------------------------------------------------------------
+
+
+@st.composite
+def serving_fleets(draw: st.DrawFn) -> zdd.FleetState:
+    """1-3 groups of 1-12 started, passing machines on v1, in one or two regions."""
+    groups = draw(st.lists(st.sampled_from(zst.GROUPS), min_size=1, max_size=3, unique=True))
+    machines = []
+    i = 0
+    for g in groups:
+        for _ in range(draw(st.integers(1, 12), label=f"{g} machines")):
+            i += 1
+            region = draw(st.sampled_from(("ord", "ams")), label="region")
+            machines.append(Machine(id=f"m{i}", version="v1", group=g, region=region))
+    return zdd.FleetState(machines=machines)
+
+
+unset_or = st.one_of(st.just(None), zst.fractions, zst.counts)
+
+
+@st.composite
+def zero_downtime_strategies(draw: st.DrawFn) -> zdd.Strategy:
+    """Every strategy but immediate, with random max_unavailable and max_surge (both
+    possibly not set), drained stops (drain_delay >= the simulator's reconnect time)."""
+    kind = draw(st.sampled_from(("rolling", "bluegreen", "canary")), label="kind")
+    common: dict[str, Any] = {
+        "drain_delay": draw(st.sampled_from([1, 5, 10]), label="drain_delay"),
+        "wait_timeout": 3600,
+        "region_waves": draw(st.booleans(), label="region_waves"),
+    }
+    if kind == "bluegreen":
+        return zdd.BlueGreen(**common)
+    surge = draw(st.one_of(st.just(None), st.just(0), zst.fractions, zst.counts), label="surge")
+    mu = draw(unset_or, label="max_unavailable")
+    opts = {k: v for k, v in (("max_unavailable", mu), ("max_surge", surge)) if v is not None}
+    rolling = zdd.Rolling(**opts, **common)
+    if kind == "rolling":
+        return rolling
+    steps = draw(st.lists(zst.canary_steps, max_size=2), label="steps")
+    return zdd.Canary(steps=steps, then=rolling, **common)
+
+
+# -- the floor at every instant, zero failed requests ---------------------------------
+
+
+@SIM
+@given(state=serving_fleets(), strategy=zero_downtime_strategies(), seed=st.integers(0, 999))
+def test_a_serving_group_never_reaches_zero_and_no_request_fails(
+    state: zdd.FleetState, strategy: zdd.Strategy, seed: int
+) -> None:
+    """Healthy release, every strategy but immediate: per group, serving machines stay
+    at or above ``max(1, desired - max_unavailable)`` (``desired`` for bluegreen) at every
+    instant, and with unlimited capacity and drained stops no request fails."""
+    desired = zdd.Desired.from_fleet(state, V2)
+    note(f"strategy: {strategy!r}")
+    report = zdd.simulate(state, desired, strategy, seed=seed, options=PASS_GATES)
+    note(f"report: {report.outcome} {report.error} min={dict(report.min_serving_by_group)}")
+    assert report.converged, report.error
+    for spec in desired.groups:
+        floor = _floor(strategy, spec.count)
+        low = report.min_serving_by_group[spec.name]
+        assert low >= floor, f"{spec.name}: {low} serving at some instant < floor {floor}"
+        assert report.downtime_by_group.get(spec.name, 0.0) == 0.0
+    assert report.failed_requests == 0, report.failed_by_cause
+
+
+# -- the floor against what is observed ------------------------------------------------
+
+
+class TakeOutLog:
+    """Wraps a simulated fleet: at the instant the executor issues each action, notes
+    whether it takes a serving machine out and how many of its group serve."""
+
+    TAKE_OUT = ("cordon", "stop", "update", "destroy")
+
+    def __init__(self, fleet: SimulatedFleet) -> None:
+        self.fleet = fleet
+        self.violations: list[str] = []
+        self.take_outs = 0
+        inner = fleet.perform_async
+
+        def perform_async(action: zdd.Action, on_done: Any, on_failed: Any) -> None:
+            self.check(action)
+            inner(action, on_done, on_failed)
+
+        fleet.perform_async = perform_async  # type: ignore[method-assign]
+        self.floors: dict[str, int] = {}
+
+    def check(self, action: zdd.Action) -> None:
+        m = self.fleet.machines.get(action.machine or "")
+        if action.kind not in self.TAKE_OUT or m is None or not m.serving:
+            return
+        self.take_outs += 1
+        serving = self.fleet.serving.get(m.group, 0)
+        floor = self.floors.get(m.group)
+        if floor is not None and serving <= floor:
+            self.violations.append(
+                f"t={self.fleet.now:g}: {action.kind} {m.id} with {serving} of "
+                f"{m.group} serving, floor {floor}"
+            )
+
+
+@SIM
+@given(
+    state=serving_fleets(),
+    strategy=zero_downtime_strategies(),
+    health=st.sampled_from(["flaky", "failing"]),
+    flaky_pass=st.sampled_from([0.5, 0.7, 0.9]),
+    seed=st.integers(0, 999),
+    crashes=st.integers(0, 2),
+)
+def test_no_take_out_at_or_below_the_observed_floor(
+    state: zdd.FleetState,
+    strategy: zdd.Strategy,
+    health: str,
+    flaky_pass: float,
+    seed: int,
+    crashes: int,
+) -> None:
+    """Flaky or failing release (and machines crashing): whatever happens, the executor
+    never issues a take-out of a serving machine at an instant when its group's serving
+    count, as the executor observes it, is at or below the group's floor."""
+    strategy = attrs.evolve(strategy, wait_timeout=120)
+    desired = zdd.Desired.from_fleet(state, V2)
+    target = ReleaseBehaviour(
+        boot_time=5,
+        health=health,
+        flaky_pass=flaky_pass,
+        check_interval=5.0,  # type: ignore[arg-type]
+    )
+    fleet = SimulatedFleet(
+        state,
+        releases={"v2": target},
+        default=ReleaseBehaviour(boot_time=5, check_interval=5.0),
+        faults=Faults(machine_crashes=crashes, crash_window=300),
+        seed=seed,
+    )
+    log = TakeOutLog(fleet)
+    log.floors = {g.name: _floor(strategy, g.count) for g in desired.groups}
+    note(f"strategy: {strategy!r}")
+    report = simulate_fleet(fleet, desired, strategy, options=PASS_GATES)
+    note(f"report: {report.outcome} {report.error}; {log.take_outs} take-outs")
+    assert not log.violations, log.violations[:5]
+    assert report.outcome in ("converged", "rolled_back", "failed")
+
+
+def test_the_readme_flaky_example_holds_its_floor_or_rolls_back() -> None:
+    """README's Python example: six machines, examples/fly.toml (max_surge = 1 alone:
+    floor 6), a flaky release. No take-out is ever issued at or below the floor; a
+    released machine that fails its checks and takes the group down to the floor makes
+    the deployment roll back. Over ten seeds every run converges or rolls back, and
+    none fails a request (unlimited capacity)."""
+    config = zdd.load_config(EXAMPLES / "fly.toml")
+    state = zdd.FleetState.uniform(6)
+    desired = config.desired(state, version="v2")
+    outcomes = Counter()
+    for seed in range(10):
+        report = zdd.simulate(state, desired, config.strategy, target_health="flaky", seed=seed)
+        outcomes[report.outcome] += 1
+        assert report.outcome in ("converged", "rolled_back"), report.error
+        assert report.failed_requests == 0
+        if report.rolled_back:
+            assert "stopped serving after it was released" in (report.error or "")
+    assert outcomes["rolled_back"] >= 1
+
+
+# -- a machine whose health is unknown is not down -------------------------------------
+
+
+def _core(strategy: zdd.Strategy, n: int = 3) -> tuple[zdd.ExecutorCore, zdd.FleetState]:
+    state = zdd.FleetState(
+        machines=[Machine(id=f"m{i}", version="v1", health=Health.UNKNOWN) for i in range(1, n + 1)]
+    )
+    desired = zdd.Desired.from_fleet(state, V2)
+    core = zdd.ExecutorCore(desired, strategy)
+    return core, state
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        zdd.Rolling(max_unavailable=0, max_surge=1),
+        zdd.Rolling(),
+        zdd.Rolling(max_unavailable=3),
+        zdd.Canary(),
+    ],
+    ids=["surge", "default", "all-at-once", "canary"],
+)
+def test_unknown_health_waits_for_a_first_check_result(strategy: zdd.Strategy) -> None:
+    """After a proxy restart every check is unknown: the core sends nothing until a
+    check result comes in (today's bug: all three stopped and destroyed at once)."""
+    core, state = _core(strategy)
+    core.begin(0.0, state)
+    assert core.commands() == []
+    assert core.watched == {"m1", "m2", "m3"}
+    core.tick(30.0)
+    assert core.commands() == []
+    for i, mid in enumerate(("m1", "m2", "m3")):
+        assert not core.wants_full_observe
+        passing = attrs.evolve(state.get(mid), health=Health.PASSING)  # type: ignore[arg-type]
+        core.machine_seen(31.0 + i, passing, mid)
+    assert core.wants_full_observe  # every machine reported: plan from a fresh look
+    healthy = zdd.FleetState(
+        machines=[attrs.evolve(m, health=Health.PASSING) for m in state.machines]
+    )
+    core.full_observed(40.0, healthy)
+    kinds = [c.action.kind for c in core.commands()]
+    assert kinds == ["label"]  # the record first, then the plan runs
+
+
+def test_unknown_health_that_never_resolves_fails_with_nothing_changed() -> None:
+    core, state = _core(zdd.Rolling(wait_timeout=60))
+    core.begin(0.0, state)
+    core.tick(61.0)
+    assert core.finished and core.result is not None
+    assert core.result.outcome == "failed"
+    assert "no check result for m1, m2, m3" in (core.result.error or "")
+    assert "nothing was changed" in (core.result.error or "")
+    assert core.commands() == []
+
+
+def test_an_unknown_machine_is_cordoned_before_it_is_taken_out() -> None:
+    """The planner treats a started, uncordoned machine with no check result as
+    serving: it is cordoned and drained first, never stopped as if it were down."""
+    state = zdd.FleetState(
+        machines=[
+            Machine(id="m1", version="v1"),
+            Machine(id="m2", version="v1"),
+            Machine(id="m3", version="v1", health=Health.UNKNOWN),
+        ]
+    )
+    plan = zdd.plan(state, zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_unavailable=1))
+    first = next(a for a in plan.actions() if a.machine == "m3")
+    assert first.kind == "cordon"
+
+
+def test_a_flapping_released_machine_holds_the_next_take_out() -> None:
+    """Drive the core directly: rolling 3 machines with surge 1 and floor 3. After the
+    surge machine serves and m1 is cordoned, the surge machine fails its checks: the
+    cordon of m2 is held until it passes again."""
+    state = zdd.FleetState.uniform(3)
+    desired = zdd.Desired.from_fleet(state, V2)
+    core = zdd.ExecutorCore(desired, zdd.Rolling(max_surge=1, drain_delay=0))
+    core.begin(0.0, state)
+    (label,) = core.commands()
+    core.action_done(0.1, label.ref)
+    (create,) = core.commands()
+    assert create.action.kind == "create"
+    new = Machine(id="n1", version="v2", cordoned=True, health=Health.UNKNOWN)
+    core.action_done(0.2, create.ref, new)
+    core.machine_seen(5.0, attrs.evolve(new, health=Health.PASSING), "n1")
+    (uncordon,) = core.commands()
+    assert uncordon.action.kind == "uncordon"
+    core.machine_seen(5.1, attrs.evolve(new, health=Health.PASSING, cordoned=False), "n1")
+    core.action_done(5.1, uncordon.ref, attrs.evolve(new, health=Health.PASSING, cordoned=False))
+    (cordon,) = core.commands()
+    assert (cordon.action.kind, cordon.action.machine) == ("cordon", "m1")
+    # n1 flaps before m1's cordon lands: 3 serving (m1 taken, m2, m3... n1 down)
+    core.machine_seen(5.2, attrs.evolve(new, health=Health.CRITICAL, cordoned=False), "n1")
+    core.action_done(5.3, cordon.ref, attrs.evolve(state.get("m1"), cordoned=True))  # type: ignore[arg-type]
+    sent = [c.action for c in core.commands()]
+    assert all(a.machine != "m2" for a in sent), sent  # m2's cordon is held
+    core.machine_seen(10.0, attrs.evolve(new, health=Health.PASSING, cordoned=False), "n1")
+    later = [c.action for c in core.commands()]
+    assert ("cordon", "m2") not in [(a.kind, a.machine) for a in sent]
+    assert core.result is None or core.result.outcome != "converged"
+    _ = later
+
+
+# -- the issue's table, as a user runs it ----------------------------------------------
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--machines", "1"],
+        ["--machines", "1", "--max-surge", "1"],
+        ["--machines", "1", "--config", str(EXAMPLES / "fly.toml")],
+        ["--machines", "1", "--strategy", "canary"],
+        ["--machines", "1", "--config", str(EXAMPLES / "fly-canary.toml")],
+        ["--machines", "1", "--strategy", "bluegreen", "--config", str(EXAMPLES / "fly.toml")],
+    ],
+    ids=["rolling", "surge-only", "example", "canary", "canary-steps", "bluegreen"],
+)
+def test_one_machine_deploys_with_no_failed_request(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = _run(capsys, "simulate", *argv, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["converged"]
+    assert report["failed_requests"] == 0, report["failed_by_cause"]
+    assert report["min_serving"] == 1
+    assert report["downtime_s"] == {"app": 0.0}
+    assert "warning" not in err
+
+
+STOCK_FLY_TOML = """\
+app = "stock"
+primary_region = "ord"
+
+[deploy]
+  strategy = "{strategy}"
+
+[http_service]
+  internal_port = 8080
+
+  [[http_service.checks]]
+    interval = "15s"
+    timeout = "2s"
+    path = "/health"
+"""
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "canary"])
+def test_a_stock_fly_toml_deploys_one_machine_with_no_failed_request(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], strategy: str
+) -> None:
+    path = tmp_path / "fly.toml"
+    path.write_text(STOCK_FLY_TOML.format(strategy=strategy), encoding="utf-8")
+    code, out, err = _run(capsys, "simulate", "--config", str(path), "--machines", "1", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["failed_requests"], report["min_serving"]) == (0, 1)
+
+
+# -- say it before it happens ---------------------------------------------------------
+
+
+def _volume_fleet() -> zdd.FleetState:
+    return zdd.FleetState(machines=[Machine(id="m1", version="v1", volume="vol_1")])
+
+
+def test_a_one_machine_group_with_a_volume_is_warned_about() -> None:
+    plan = zdd.plan(_volume_fleet(), zdd.Desired.single(V2, 1), zdd.Rolling())
+    (warning,) = plan.warnings
+    assert "only serving machine m1 holds volume vol_1" in warning
+    assert "add a second machine" in warning
+    assert plan.to_text().startswith(f"warning: {warning}\nPlan (rolling)")
+    assert plan.to_json()["warnings"] == [warning]
+    # it is updated in place: the downtime the warning names
+    assert [a.kind for a in plan.actions()][1:4] == ["cordon", "update", "wait_healthy"]
+
+
+def test_immediate_is_warned_about() -> None:
+    state = zdd.FleetState.uniform(3)
+    plan = zdd.plan(state, zdd.Desired.from_fleet(state, V2), zdd.Immediate())
+    (warning,) = plan.warnings
+    assert "strategy immediate restarts every machine at once" in warning
+    assert "max_surge = 1" in warning and "bluegreen" in warning
+
+
+def test_allow_downtime_silences_the_warnings_and_lets_a_group_go_to_zero() -> None:
+    plan = zdd.plan(_volume_fleet(), zdd.Desired.single(V2, 1), zdd.Rolling(allow_downtime=True))
+    assert plan.warnings == ()
+    state = zdd.FleetState.uniform(1)
+    plan = zdd.plan(state, zdd.Desired.from_fleet(state, V2), zdd.Immediate(allow_downtime=True))
+    assert plan.warnings == ()
+    # and rolling one machine is Fly's in-place update again (no borrowed surge)
+    plan = zdd.plan(state, zdd.Desired.from_fleet(state, V2), zdd.Rolling(allow_downtime=True))
+    assert "create" not in [a.kind for a in plan.actions()]
+
+
+def test_workers_keep_flys_behaviour() -> None:
+    """A group with no service and no check (a worker) is not held above zero."""
+    config = zdd.parse_config(
+        '[processes]\napp = "bin/server"\nworker = "bin/worker"\n'
+        '[http_service]\ninternal_port = 8080\nprocesses = ["app"]\n'
+    )
+    assert config.traffic_groups == ("app",)
+    state = zdd.FleetState(
+        machines=[Machine(id="a1", version="v1"), Machine(id="w1", version="v1", group="worker")]
+    )
+    plan = zdd.plan(state, config.desired(state, "v2"), config.strategy)
+    by_machine = {a.machine: a.kind for a in plan.actions() if a.kind in ("update", "create")}
+    assert by_machine.get("w1") == "update"  # in place, as flyctl does
+    assert "a1" not in by_machine  # the app machine is replaced by a surge machine
+
+
+def test_cli_warns_before_it_runs(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(json.dumps(zdd.fleet_to_json(_volume_fleet())), encoding="utf-8")
+    code, out, err = _run(capsys, "plan", "--fleet", str(fleet))
+    assert code == 0
+    assert out.startswith("warning: group 'app': its only serving machine m1 holds volume")
+    code, out, err = _run(capsys, "simulate", "--fleet", str(fleet))
+    assert err.startswith("zdd: warning: group 'app': its only serving machine m1")
+    assert len(err.splitlines()) == 1
+    code, out, err = _run(capsys, "simulate", "--machines", "2", "--strategy", "immediate")
+    assert err.startswith("zdd: warning: group 'app': strategy immediate")
+    code, out, err = _run(
+        capsys, "simulate", "--machines", "2", "--strategy", "immediate", "--allow-downtime"
+    )
+    assert "warning" not in err
+    code, out, err = _run(capsys, "plan", "--fleet", str(fleet), "--allow-downtime")
+    assert "warning" not in out
+
+
+def test_allow_downtime_in_fly_toml() -> None:
+    config = zdd.parse_config("[deploy]\nallow_downtime = true\n")
+    assert config.strategy.allow_downtime is True
+    with pytest.raises(zdd.InvalidConfig) as exc:
+        zdd.parse_config('[deploy]\nallow_downtime = "yes"\n')
+    assert exc.value.field == "deploy.allow_downtime"
+
+
+# -- surge means create before destroy ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 10])
+def test_max_surge_alone_takes_nothing_out_before_its_replacement_serves(n: int) -> None:
+    state = zdd.FleetState.uniform(n)
+    desired = zdd.Desired.from_fleet(state, V2)
+    report = zdd.simulate(state, desired, zdd.Rolling(max_surge=1))
+    assert report.converged
+    assert report.min_serving == n
+    assert report.max_machines == n + 1
+
+
+def test_both_set_are_both_honoured() -> None:
+    state = zdd.FleetState.uniform(6)
+    desired = zdd.Desired.from_fleet(state, V2)
+    report = zdd.simulate(state, desired, zdd.Rolling(max_unavailable=2, max_surge=1))
+    assert report.converged
+    assert report.min_serving == 4
+    assert report.max_machines == 7
+
+
+def test_simulated_fleet_traffic_is_the_only_thing_counted() -> None:
+    """Sanity of the harness: the downtime of an immediate one-machine deploy shows."""
+    state = zdd.FleetState.uniform(1)
+    fleet = SimulatedFleet(state, traffic=Traffic(rps=10))
+    report = simulate_fleet(fleet, zdd.Desired.from_fleet(state, V2), zdd.Immediate())
+    assert report.downtime_by_group["app"] > 0
+    assert report.failed_requests > 0
+    assert MachineState.STARTED.value in {f[3] for f in report.final}
