@@ -7,9 +7,11 @@ volume; a desired shape equal to the fleet's; a strategy with Fly's defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 import zdd
@@ -447,3 +449,47 @@ def scenarios(
 def one_group(regions: Mapping[str, int], *, group: str = "app") -> zdd.Desired:
     """A desired shape of one group on the target release (for explicit examples)."""
     return zdd.Desired(groups=[zdd.GroupSpec(name=group, release=release(), regions=regions)])
+
+
+# -- the documented floors, spelled out for the property tests ------------------------
+
+
+def rolling_floor(r: zdd.Rolling, n: int, *, in_place: bool, bound: bool) -> int:
+    """``max(1, n - max_unavailable)`` (docs/decisions/0008-never-zero.md), spelled out
+    here from the documented rules rather than taken from the planner: a fraction rounds
+    up (at least 1), a count truncates; not set, it is 0 with a surge (Fly's 0.33 for a
+    group whose machines must update in place); a one-machine group whose only machine
+    holds a volume is the one exception (it must go down, with a warning)."""
+    x = r.max_unavailable
+    if x is None:
+        x = 0.33 if in_place or not r.max_surge else 0.0
+    mu = 0 if x == 0 else (max(1, math.ceil(n * x - 1e-9)) if x < 1 else math.floor(x))
+    floor = n - mu
+    if n >= 1 and floor < 1 and not (n == 1 and bound) and not r.allow_downtime:
+        floor = 1
+    return floor
+
+
+def borrowed_surge(r: zdd.Rolling, n: int, *, in_place: bool, bound: bool, serving: bool) -> int:
+    """1 when a one-machine group borrows a surge machine (the budget alone would take
+    its only serving machine out: ``serving``, an outdated machine serves), else 0."""
+    if n != 1 or bound or not serving or r.allow_downtime or r.surge_budget(n) > 0:
+        return 0
+    return (
+        1
+        if rolling_floor(attrs.evolve(r, allow_downtime=True), n, in_place=in_place, bound=bound)
+        < 1
+        else 0
+    )
+
+
+def group_facts(state: zdd.FleetState, group: str, version: str) -> tuple[bool, bool, bool]:
+    """(some outdated machine of the group holds a volume, one of those is serving, some
+    outdated machine serves)."""
+    outdated = [m for m in state.live if m.group == group and m.version != version]
+    volumes = [m for m in outdated if m.volume]
+    return (
+        bool(volumes),
+        any(m.presumed_serving for m in volumes),
+        any(m.presumed_serving for m in outdated),
+    )

@@ -98,6 +98,44 @@ def test_zero_failed_requests_and_no_cut_streams(
     assert no_zdd_processes() == []
 
 
+def demo_default_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    """``zdd demo --json`` with no ``--config``: the library's defaults and ``args`` only."""
+    code = main(["demo", "--json", *args])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    return json.loads(out)
+
+
+# One machine, no fly.toml: the defaults (drain_delay 10s, Fly's max_unavailable
+# 0.33 unless a surge is set). Before decision 0008 the rolling and canary cases
+# took the only machine out before its replacement served (159 failed requests for
+# rolling --max-surge 1); now a surge machine is borrowed and serves first.
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--strategy", "rolling"),
+        ("--strategy", "canary"),
+        ("--strategy", "rolling", "--max-surge", "1"),
+    ],
+    ids=["rolling", "canary", "rolling-max-surge-1"],
+)
+def test_one_machine_with_the_default_config_fails_no_request(
+    capsys: pytest.CaptureFixture[str], flags: tuple[str, ...]
+) -> None:
+    # 300 requests a second for the deployment (10s or more: it drains for 10s) and
+    # 2s of settling on each side: about 4,500 requests, at least 2,000 asserted
+    report = demo_default_config(
+        capsys, *flags, "--machines", "1", "--rps", "300", "--settle", "2s"
+    )
+    assert report["converged"] is True, report["error"]
+    assert report["rolled_back"] is False
+    assert report["total_requests"] >= 2000, report
+    assert report["failed_requests"] == 0, report["failures_by_kind"]
+    assert report["dropped_connections"] == 0
+    assert set(report["versions_seen"]) == {"v1", "v2"}
+    assert no_zdd_processes() == []
+
+
 def test_immediate_fails_requests_so_the_harness_can_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

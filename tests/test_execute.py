@@ -190,6 +190,54 @@ def assert_lock_released(provider: MemoryProvider) -> None:
     assert len(owners) == 1, owners
 
 
+# -- the floor, held against what is observed -------------------------------------
+
+
+def test_the_threaded_driver_holds_a_take_out_while_a_machine_is_down():
+    """Rolling 3 machines, max_unavailable 1 (floor 2). When m1 is cordoned, m3 fails
+    its checks (it would recover 0.3 s later). m2's cordon waits until m3 serves again:
+    the driver observes the fleet at every poll, the core holds the take-out, and when
+    nothing else can go on it re-plans and repairs m3 (updating it in place: it is
+    down anyway)."""
+    provider: MemoryProvider
+    recovered_at: list[float] = []
+
+    def crash_m3(action: zdd.Action) -> None:
+        if action.machine != "m1" or recovered_at:
+            return
+        with provider._mutex:
+            provider.machines["m3"] = attrs.evolve(
+                provider.machines["m3"], health=zdd.Health.CRITICAL
+            )
+
+        def recover() -> None:
+            time.sleep(0.3)
+            with provider._mutex:
+                provider.machines["m3"] = attrs.evolve(
+                    provider.machines["m3"], health=zdd.Health.PASSING
+                )
+                recovered_at.append(time.monotonic())
+
+        threading.Thread(target=recover, daemon=True).start()
+
+    seen: list[tuple[str, float, bool]] = []
+
+    def note_cordon(action: zdd.Action) -> None:
+        crash_m3(action)
+        with provider._mutex:
+            m3 = provider.machines.get("m3")
+            seen.append((action.machine or "", time.monotonic(), bool(m3 and m3.serving)))
+
+    provider = MemoryProvider(fleet(3), fail={"cordon": note_cordon})
+    result = deploy(provider, zdd.Rolling(max_unavailable=1, drain_delay=0), 3)
+    assert result.converged, result.error
+    assert_all(provider, "v2", 3)
+    m2 = [(t, m3_serving) for mid, t, m3_serving in seen if mid == "m2"]
+    assert m2, seen
+    _, m3_serving = m2[0]
+    assert m3_serving, "m2 was cordoned while m3 was down: the group went below its floor"
+
+
 # -- the threaded driver converges -------------------------------------------------
 
 

@@ -225,6 +225,27 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert all(r.method == "GET" for r in server.requests)
 
 
+def test_dry_run_warns_before_a_plan_that_may_reach_zero(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Strategy immediate may take the app to zero serving machines: the dry run's plan
+    starts with the warning; a real run prints it on stderr before anything changes;
+    --allow-downtime silences both."""
+    config = write_config(tmp_path, "immediate")
+    code = deploy(server, config, "--dry-run")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("warning: group 'app': strategy immediate restarts every machine")
+    code = deploy(server, config, "--dry-run", "--allow-downtime")
+    out, _ = capsys.readouterr()
+    assert code == 0 and "warning" not in out
+    assert all(r.method == "GET" for r in server.requests)
+    code = deploy(server, config)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert err.startswith("zdd: warning: group 'app': strategy immediate")
+
+
 def test_json_progress_lines(
     server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -463,6 +463,158 @@ def test_adoption_restarts_a_dead_haproxy_and_reports_dead_machines(
     assert [m.serving for m in second.wait_healthy(10).machines] == [True, True]
 
 
+class _ActionLog(zdd.reporters.Reporter):
+    """The executor's actions in order, and when (monotonic) the first one started."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str | None, str | None]] = []
+        self.waits: list[str] = []
+        self.first_action_at: float | None = None
+        self._mu = threading.Lock()
+
+    def action_started(self, elapsed: float, action: zdd.Action) -> None:
+        with self._mu:
+            if self.first_action_at is None:
+                self.first_action_at = time.monotonic()
+            self.events.append(("started", action.kind, action.machine, None))
+
+    def action_finished(self, elapsed: float, action: zdd.Action, error: str | None) -> None:
+        with self._mu:
+            self.events.append(("finished", action.kind, action.machine, error))
+
+    def waiting(self, elapsed: float, what: str) -> None:
+        with self._mu:
+            self.waits.append(what)
+
+
+class _ServingPoller:
+    """Counts the machines HAProxy serves (``observe()``) every ``interval`` seconds in a
+    thread, for at most ``limit`` seconds."""
+
+    def __init__(self, p: LocalProvider, interval: float = 0.1, limit: float = 120.0) -> None:
+        self.p = p
+        self.interval = interval
+        self.limit = limit
+        self.samples: list[tuple[float, int]] = []  # (monotonic time before observe, count)
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            t = time.monotonic()
+            try:
+                serving = sum(m.serving for m in self.p.observe().machines if m.group == "app")
+            except zdd.ZddError as exc:
+                self.errors.append(repr(exc))
+            else:
+                self.samples.append((t, serving))
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def since(self, t: float) -> list[int]:
+        """Counts from observations that began at or after ``t``."""
+        return [n for at, n in self.samples if at >= t]
+
+
+def _restart_haproxy(
+    providers: Callable[..., LocalProvider], p: LocalProvider, **kwargs: object
+) -> LocalProvider:
+    """Restart ``p``'s HAProxy the way the provider supports it: leave the machines
+    running (``detach``), stop HAProxy, and adopt the fleet with a new provider, which
+    starts a new HAProxy on the same port and adds the running machines back."""
+    haproxy = p.pids()["haproxy"]
+    state_dir = p.state_dir
+    p.detach()
+    os.kill(haproxy, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _alive(haproxy):
+        assert time.monotonic() < deadline, "HAProxy did not stop on SIGTERM"
+        time.sleep(0.01)
+    adopted = providers(state_dir=state_dir, **kwargs)
+    assert adopted.port == p.port and adopted.pids()["haproxy"] != haproxy
+    return adopted
+
+
+@pytest.mark.parametrize(
+    ("strategy", "floor"),
+    [
+        (zdd.Rolling(max_unavailable=0, max_surge=1, drain_delay=1.0, wait_timeout=30), 3),
+        # the default budget: Fly's max_unavailable 0.33 of 3 is 1, in place
+        (zdd.Rolling(drain_delay=1.0, wait_timeout=30), 2),
+    ],
+    ids=["max-unavailable-0-surge-1", "default-budget"],
+)
+def test_a_rolling_deployment_right_after_a_haproxy_restart_cordons_and_holds_the_floor(
+    providers: Callable[..., LocalProvider], tmp_path: Path, strategy: zdd.Rolling, floor: int
+) -> None:
+    # A restarted HAProxy has no check result for any server ("unknown"). This once
+    # made a rolling deployment stop and destroy all three machines at once, without
+    # cordon or drain, with max_unavailable 0. Unknown is not down: the executor waits
+    # for a first result, then cordons before every take-out and holds the floor.
+    # Checks every 1.5s: HAProxy's first check of a re-added server comes about one
+    # interval later, so the deployment starts while every machine is still unknown.
+    options: dict[str, object] = {"check_interval": 1.5, "state_dir": tmp_path / "restarted"}
+    p = providers(**options)
+    p.launch("v1", 3)
+    p.wait_healthy(20)
+    originals = {m.id for m in p.observe().machines}
+    for _ in range(3):  # in case the first checks already ran (a very slow adoption)
+        p = _restart_haproxy(providers, p, **options)
+        before = p.observe()
+        if all(m.health is zdd.Health.UNKNOWN for m in before.machines):
+            break
+    else:
+        pytest.fail(f"HAProxy checked every server before the deployment started: {before}")
+    assert [(m.state, m.serving) for m in before.machines] == [
+        (zdd.MachineState.STARTED, False)
+    ] * 3
+
+    log = _ActionLog()
+    poller = _ServingPoller(p)
+    try:
+        result = zdd.execute(
+            p,
+            zdd.Desired.single(_release("v2"), 3, region="local"),
+            strategy,
+            reporter=log,
+            poll_interval=0.1,
+        )
+    finally:
+        poller.stop()
+    assert result.converged, (result.error, log.events)
+    assert any("unknown" in w for w in log.waits), log.waits  # it did wait for a result
+
+    # every stop, update and destroy is of a machine cordoned (and not released since)
+    cordoned: set[str | None] = set()
+    taken_out: list[str | None] = []
+    for event, kind, machine, error in log.events:
+        if event == "finished" and kind == "cordon" and error is None:
+            cordoned.add(machine)
+        elif event == "started" and kind == "uncordon":
+            cordoned.discard(machine)
+        elif event == "started" and kind in ("stop", "update", "destroy"):
+            assert machine in cordoned, f"{kind} {machine} before it was cordoned: {log.events}"
+            taken_out.append(machine)
+    assert set(taken_out) == originals, log.events
+    if strategy.max_surge:  # create before destroy: each old machine stopped, destroyed
+        assert sorted(taken_out) == sorted(2 * list(originals)), log.events
+
+    assert log.first_action_at is not None
+    counted = poller.since(log.first_action_at)
+    assert poller.errors == []
+    assert counted, "no observation while the deployment ran"
+    assert min(counted) >= floor, poller.samples
+    after = p.observe().machines
+    assert [(m.version, m.serving) for m in after] == [("v2", True)] * 3
+    assert _get(p) == (200, "version v2\n")
+
+
 def test_a_machine_that_never_gets_healthy_times_out_with_the_check_result(
     providers: Callable[..., LocalProvider],
 ) -> None:

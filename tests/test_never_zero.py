@@ -284,37 +284,73 @@ def test_an_unknown_machine_is_cordoned_before_it_is_taken_out() -> None:
     assert first.kind == "cordon"
 
 
-def test_a_flapping_released_machine_holds_the_next_take_out() -> None:
-    """Drive the core directly: rolling 3 machines with surge 1 and floor 3. After the
-    surge machine serves and m1 is cordoned, the surge machine fails its checks: the
-    cordon of m2 is held until it passes again."""
+def _sent(core: zdd.ExecutorCore) -> list[tuple[str, str | None, int]]:
+    return [(c.action.kind, c.action.machine, c.ref) for c in core.commands()]
+
+
+def _done(core: zdd.ExecutorCore, now: float, ref: int, m: Machine | None = None) -> None:
+    core.action_done(now, ref, m)
+
+
+def test_a_crashed_machine_holds_the_next_take_out_until_it_serves_again() -> None:
+    """Drive the core event by event: rolling 3 machines in place, max_unavailable 1
+    (floor 2). While m1 is updated, m3 crashes: the group observes 1 serving. Once m1
+    is back, m2's cordon is held (it would leave 1), and sent when m3 serves again."""
     state = zdd.FleetState.uniform(3)
-    desired = zdd.Desired.from_fleet(state, V2)
-    core = zdd.ExecutorCore(desired, zdd.Rolling(max_surge=1, drain_delay=0))
+    m1, _, m3 = state.machines
+    core = zdd.ExecutorCore(
+        zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_unavailable=1, drain_delay=0)
+    )
     core.begin(0.0, state)
-    (label,) = core.commands()
-    core.action_done(0.1, label.ref)
-    (create,) = core.commands()
-    assert create.action.kind == "create"
-    new = Machine(id="n1", version="v2", cordoned=True, health=Health.UNKNOWN)
-    core.action_done(0.2, create.ref, new)
-    core.machine_seen(5.0, attrs.evolve(new, health=Health.PASSING), "n1")
-    (uncordon,) = core.commands()
-    assert uncordon.action.kind == "uncordon"
-    core.machine_seen(5.1, attrs.evolve(new, health=Health.PASSING, cordoned=False), "n1")
-    core.action_done(5.1, uncordon.ref, attrs.evolve(new, health=Health.PASSING, cordoned=False))
-    (cordon,) = core.commands()
-    assert (cordon.action.kind, cordon.action.machine) == ("cordon", "m1")
-    # n1 flaps before m1's cordon lands: 3 serving (m1 taken, m2, m3... n1 down)
-    core.machine_seen(5.2, attrs.evolve(new, health=Health.CRITICAL, cordoned=False), "n1")
-    core.action_done(5.3, cordon.ref, attrs.evolve(state.get("m1"), cordoned=True))  # type: ignore[arg-type]
-    sent = [c.action for c in core.commands()]
-    assert all(a.machine != "m2" for a in sent), sent  # m2's cordon is held
-    core.machine_seen(10.0, attrs.evolve(new, health=Health.PASSING, cordoned=False), "n1")
-    later = [c.action for c in core.commands()]
-    assert ("cordon", "m2") not in [(a.kind, a.machine) for a in sent]
-    assert core.result is None or core.result.outcome != "converged"
-    _ = later
+    ((kind, _, ref),) = _sent(core)
+    assert kind == "label"
+    _done(core, 0.1, ref)
+    ((kind, mid, ref),) = _sent(core)
+    assert (kind, mid) == ("cordon", "m1")
+    _done(core, 0.2, ref, attrs.evolve(m1, cordoned=True))
+    ((kind, mid, ref),) = _sent(core)
+    assert (kind, mid) == ("update", "m1")
+    core.machine_seen(0.3, attrs.evolve(m3, health=Health.CRITICAL), "m3")  # m3 crashes
+    booting = attrs.evolve(m1, version="v2", cordoned=True, state=MachineState.STARTING)
+    _done(core, 0.4, ref, booting)
+    core.machine_seen(5.0, attrs.evolve(booting, state=MachineState.STARTED), "m1")
+    ((kind, mid, ref),) = _sent(core)
+    assert (kind, mid) == ("uncordon", "m1")
+    _done(core, 5.1, ref, attrs.evolve(m1, version="v2"))
+    assert _sent(core) == []  # m2's cordon is held: m1 and m2 serve, the floor is 2
+    assert core.result is None  # an old machine crashing is no reason to roll back
+    core.tick(10.0)
+    assert [k for k, _, _ in _sent(core)] == []
+    core.machine_seen(12.0, m3, "m3")  # m3 passes again
+    ((kind, mid, _),) = _sent(core)
+    assert (kind, mid) == ("cordon", "m2")
+
+
+def test_a_released_machine_that_fails_at_the_floor_rolls_back() -> None:
+    """Rolling 3 machines with max_surge 1 alone (floor 3): the surge machine n1 is
+    released, m1's cordon goes out, then n1 fails its checks: the group is below its
+    floor because of the new release, so the deployment rolls back at once, and m2 is
+    never taken out."""
+    state = zdd.FleetState.uniform(3)
+    core = zdd.ExecutorCore(zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_surge=1))
+    core.begin(0.0, state)
+    ((_, _, ref),) = _sent(core)
+    _done(core, 0.1, ref)
+    ((kind, _, ref),) = _sent(core)
+    assert kind == "create"
+    n1 = Machine(id="n1", version="v2", cordoned=True, health=Health.UNKNOWN)
+    _done(core, 0.2, ref, n1)
+    core.machine_seen(5.0, attrs.evolve(n1, health=Health.PASSING), "n1")
+    ((kind, mid, ref),) = _sent(core)
+    assert (kind, mid) == ("uncordon", "n1")
+    _done(core, 5.1, ref, attrs.evolve(n1, health=Health.PASSING, cordoned=False))
+    ((kind, mid, ref),) = _sent(core)
+    assert (kind, mid) == ("cordon", "m1")
+    core.machine_seen(5.2, attrs.evolve(n1, health=Health.CRITICAL, cordoned=False), "n1")
+    assert core.mode == "draining"  # rolling back: the cordon in flight finishes first
+    _done(core, 5.3, ref, attrs.evolve(state.machines[0], cordoned=True))
+    assert all(mid != "m2" for _, mid, _ in _sent(core))
+    assert core.wants_full_observe  # the rollback plans from a fresh look
 
 
 # -- the issue's table, as a user runs it ----------------------------------------------

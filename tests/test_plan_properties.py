@@ -274,20 +274,30 @@ def test_rolling_holds_floor_and_ceiling(scenario: Any, strategy: zdd.Rolling):
     """Capacity floor + surge ceiling (rolling).
 
     At the worst instant of every step, serving machines per group are at least
-    ``min(desired - max_unavailable, serving at the start)``, and live machines
-    per group at most ``max(desired + max_surge, live at the start)``.
+    ``min(max(1, desired - max_unavailable), serving at the start)`` (the never-zero
+    rule, docs/decisions/0008), and live machines per group at most
+    ``max(desired + max_surge, live at the start)``, one more where a one-machine group
+    borrows a surge machine.
     """
     state, desired = scenario
     plan = plan_or_skip(state, desired, strategy)
     show(state, desired, plan)
     serving0, live0 = serving(state), live(state)
+    facts = {g.name: zst.group_facts(state, g.name, g.release.version) for g in desired.groups}
 
     def check(i: int, before: zdd.FleetState, step: zdd.Step) -> None:
         low, high = worst_serving(before, step), peak_live(before, step)
         for spec in desired.groups:
             n, g = spec.count, spec.name
-            floor = min(n - strategy.unavailable_budget(n), serving0[g])
-            ceiling = max(n + strategy.surge_budget(n), live0[g])
+            in_place, bound, outdated_serving = facts[g]
+            floor = min(zst.rolling_floor(strategy, n, in_place=in_place, bound=bound), serving0[g])
+            surge = max(
+                strategy.surge_budget(n),
+                zst.borrowed_surge(
+                    strategy, n, in_place=in_place, bound=bound, serving=outdated_serving
+                ),
+            )
+            ceiling = max(n + surge, live0[g])
             assert low[g] >= floor, f"step {i + 1}: {g} serves {low[g]} < floor {floor}"
             assert high[g] <= ceiling, f"step {i + 1}: {g} has {high[g]} live > {ceiling}"
 

@@ -536,8 +536,8 @@ class ExecutorCore:
             self._maybe_settled()
         runs = self._watch.get(machine_id)
         if not runs:
-            if self._ready and self._ready[0][0] <= now:
-                self._pump()  # a held take-out may go now
+            if self._breach is not None or (self._ready and self._ready[0][0] <= now):
+                self._pump()  # a held take-out may go now, or the release is failing
             return
         if machine is not None and machine.state in _BOOTING:
             self._booted_since_watch.add(machine_id)
@@ -707,7 +707,7 @@ class ExecutorCore:
         """A machine of the release being deployed stopped serving on its own (it failed
         its checks or crashed after it was released): when that leaves its group at or
         below the floor, the release is failing, and the deployment rolls back before
-        the group goes lower."""
+        the group goes lower (where it cannot roll back, take-outs are held instead)."""
         if self.mode != "forward" or self._stage != "groups" or self._breach is not None:
             return
         spec = self.desired.group(machine.group)
@@ -716,6 +716,8 @@ class ExecutorCore:
         pr = self._group_phase.get(machine.group)
         if pr is None or pr.budget.floor <= _NO_FLOOR or serving > pr.budget.floor:
             return
+        if not self._can_roll_back():
+            return  # (bluegreen after its switch) hold, and repair by re-planning
         self._breach = (
             f"group {machine.group!r}: {machine.id} ({machine.version}) stopped serving after "
             f"it was released ({machine.state.value}, checks {machine.health.value}), leaving "
@@ -800,8 +802,10 @@ class ExecutorCore:
             or self.mode not in ("forward", "rollback")
         ):
             return
-        if self._now < self._next_stall_replan:
-            self._timer(self._next_stall_replan, None)
+        # first give the fleet a moment to recover by itself (a flap, a restart)
+        at = max(self._next_stall_replan, min(self._held_since.values()) + _STALL_BACKOFF)
+        if self._now < at:
+            self._timer(at, None)
             return
         self._next_stall_replan = self._now + self._stall_backoff
         self._stall_backoff = min(self._stall_backoff * 2, _STALL_BACKOFF_MAX)

@@ -126,12 +126,16 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
         regions = by_region(greens)
         for region, here in regions.items():
             extra.extend(here[ctx.spec.regions.get(region, 0) :])
-        hidden = [m.id for m in greens if m.cordoned and m not in extra]
-        if hidden:
+        # every green serves before the blues go: release the hidden ones, and repair
+        # any that went down since the switch (started again, waited healthy)
+        repairs = [recover_elements(ctx, m) for m in greens if m not in extra]
+        depth = max((len(r) for r in repairs), default=0)
+        for i in range(depth):
+            els = [r[i] for r in repairs if i < len(r)]
             steps.append(
                 GroupStep(
-                    tuple(Uncordon(group=ctx.name, machine=g) for g in hidden),
-                    (),
+                    tuple(a for e in els for a in e.actions),
+                    tuple(w for e in els for w in e.waits),
                     f"{ctx.name}: release the greens before the blues go",
                 )
             )
