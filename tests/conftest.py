@@ -1,14 +1,19 @@
-"""Hypothesis profiles for the property tests.
+"""Hypothesis profiles for the property tests, and the test lanes.
 
 ``ci`` (the default, also what CI runs): 200 examples a property, no deadline.
 ``thorough``: 5000 examples a property, for a long run before a release.
 Pick one with the environment variable ``HYPOTHESIS_PROFILE``.
+
+Lanes (markers): ``haproxy`` (real HAProxy and processes), ``slow`` (the executor
+and planner properties, the Fly end-to-end runs). ``pytest -m "not slow and not
+haproxy"`` is the fast lane (well under a minute); plain ``pytest`` runs everything.
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -23,3 +28,19 @@ settings.register_profile(
     max_examples=5000,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_LANES = {
+    "test_demo.py": "haproxy",
+    "test_local_provider.py": "haproxy",
+    "test_execute_properties.py": "slow",
+    "test_plan_properties.py": "slow",
+    "test_fly_deploy.py": "slow",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        lane = _LANES.get(item.path.name)
+        if lane is not None:
+            item.add_marker(getattr(pytest.mark, lane))

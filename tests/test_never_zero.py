@@ -346,6 +346,9 @@ def test_a_released_machine_that_fails_at_the_floor_rolls_back() -> None:
     _done(core, 5.1, ref, attrs.evolve(n1, health=Health.PASSING, cordoned=False))
     ((kind, mid, ref),) = _sent(core)
     assert (kind, mid) == ("cordon", "m1")
+    # seen serving by an observation, then failing its checks (a provider's answer to
+    # the uncordon alone does not count: a stale list must not look like a failure)
+    core.machine_seen(5.15, attrs.evolve(n1, health=Health.PASSING, cordoned=False), "n1")
     core.machine_seen(5.2, attrs.evolve(n1, health=Health.CRITICAL, cordoned=False), "n1")
     assert core.mode == "draining"  # rolling back: the cordon in flight finishes first
     _done(core, 5.3, ref, attrs.evolve(state.machines[0], cordoned=True))
@@ -526,3 +529,29 @@ def test_simulated_fleet_traffic_is_the_only_thing_counted() -> None:
     assert report.downtime_by_group["app"] > 0
     assert report.failed_requests > 0
     assert MachineState.STARTED.value in {f[3] for f in report.final}
+
+
+def test_a_preview_of_machines_with_no_check_result_assumes_they_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """After a proxy restart every check is unknown: `zdd plan` previews the deployment
+    the executor will run once they report (and says so), instead of refusing it."""
+    unknown = zdd.FleetState(
+        machines=[Machine(id=f"m{i}", version="v1", health=Health.UNKNOWN) for i in (1, 2, 3)]
+    )
+    fleet = tmp_path / "fleet.json"
+    fleet.write_text(json.dumps(zdd.fleet_to_json(unknown)), encoding="utf-8")
+    code, out, err = _run(capsys, "plan", "--fleet", str(fleet))
+    assert code == 0, err
+    assert err.startswith("zdd: note: m1, m2, m3 have no check result yet; the plan assumes")
+    passing = zdd.FleetState.uniform(3)
+    assert (
+        out
+        == zdd.plan(
+            passing, zdd.Desired.from_fleet(passing, zdd.Release(version="v2")), zdd.Rolling()
+        ).to_text()
+        + "\n"
+    )
+    code, out, err = _run(capsys, "simulate", "--fleet", str(fleet), "--json")
+    assert code == 0, err
+    assert json.loads(out)["converged"]

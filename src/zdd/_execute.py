@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 import attrs
 
@@ -64,6 +64,7 @@ from ._planning._schedule import (
     queue_tasks,
     unblock,
 )
+from .providers import Provider
 from .reporters import Reporter
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "rollback_strategy",
 ]
 
+_P = ParamSpec("_P")
 GateResult = Literal["pass", "fail", "inconclusive", "pending"]
 GateResolver = Callable[[str], GateResult]
 
@@ -355,6 +357,7 @@ class ExecutorCore:
         self._held_since: dict[str, float] = {}
         self._held_reported: set[str] = set()
         self._breach: str | None = None  # a released machine took its group to the floor
+        self._confirmed: set[str] = set()  # observed serving (not only said so by an answer)
         self._next_stall_replan = float("-inf")
         self._stall_backoff = _STALL_BACKOFF
         self._stalled = False
@@ -444,7 +447,7 @@ class ExecutorCore:
                 self._watch_changes.add(mid)
             self._timer(deadline, None)
             self._emit(
-                "waiting",
+                self.reporter.waiting,
                 0.0,
                 f"a first check result for {', '.join(unknown[:5])}"
                 f"{'...' if len(unknown) > 5 else ''} (health unknown)",
@@ -469,7 +472,7 @@ class ExecutorCore:
         except ZddError as exc:
             self._finish("failed", str(exc))
             return
-        self._emit("deployment_started", 0.0, bp.summary, bp.strategy)
+        self._emit(self.reporter.deployment_started, 0.0, bp.summary, bp.strategy)
         self._start_blueprint(bp)
         self._pump()
 
@@ -480,9 +483,9 @@ class ExecutorCore:
         if entry is None:
             return
         action, run, _ = entry
-        self._emit("action_finished", self._elapsed, action, None)
+        self._emit(self.reporter.action_finished, self._elapsed, action, None)
         if machine is not None and action.kind != "label":
-            self._see(machine.id, machine)
+            self._see(machine.id, machine, observed=False)
         if isinstance(action, Create):
             if machine is None:
                 self._fail(f"provider created {action.key} but returned no machine")
@@ -517,7 +520,7 @@ class ExecutorCore:
             heapq.heappush(self._ready, (now + delay, next(self._seq), action, run, attempt + 1))
         else:
             run.in_flight -= 1
-            self._emit("action_finished", self._elapsed, action, error)
+            self._emit(self.reporter.action_finished, self._elapsed, action, error)
             self._fail(f"{action.kind} {action.describe()} failed: {error}")
         self._pump()
 
@@ -566,9 +569,16 @@ class ExecutorCore:
         self._now = now
         self._see_all(state)
         for mid in sorted(self.watched):
-            if mid in self._watch or mid in self._settling:
-                self.machine_seen(now, state.get(mid), mid)
+            m = state.get(mid)
+            if m is not None and (mid in self._watch or mid in self._settling):
+                # (a machine missing from a list may only be too new for it: the
+                # driver reads it on its own, see missing_from)
+                self.machine_seen(now, m, mid)
         self._pump()
+
+    def missing_from(self, state: FleetState) -> list[str]:
+        """Watched machines absent from ``state`` (the driver reads them one by one)."""
+        return sorted(mid for mid in self.watched if mid not in state)
 
     def full_observed(self, now: float, state: FleetState) -> None:
         """The whole fleet, as the core asked (:attr:`wants_full_observe`)."""
@@ -591,7 +601,9 @@ class ExecutorCore:
                 }
                 # plan as the resumed rollback will see it: the record already says so
                 state = FleetState(machines=state.machines, record=state.record.update(values))
-                self._emit("step_started", self._elapsed, "roll back to the starting release")
+                self._emit(
+                    self.reporter.step_started, self._elapsed, "roll back to the starting release"
+                )
                 bp = self._blueprint(state)
                 bp.layout()
                 self._start_blueprint(bp, first=Label(group="*", values=values))
@@ -599,7 +611,9 @@ class ExecutorCore:
                 # every run held by the floor: re-plan from what is observed (a crashed
                 # machine is repaired, a flapping one waited on), not counted as drift
                 self._stalled = False
-                self._emit("step_started", self._elapsed, "re-plan: every take-out is held")
+                self._emit(
+                    self.reporter.step_started, self._elapsed, "re-plan: every take-out is held"
+                )
                 self._start_groups(self._blueprint(state))
             elif self._stage == "groups":
                 bp = self._blueprint(state)
@@ -608,7 +622,11 @@ class ExecutorCore:
                     if self._rounds > self.options.max_rounds:
                         self._fail("the fleet keeps drifting away from the plan")
                     else:
-                        self._emit("step_started", self._elapsed, "re-plan from the observed fleet")
+                        self._emit(
+                            self.reporter.step_started,
+                            self._elapsed,
+                            "re-plan from the observed fleet",
+                        )
                         self._start_groups(bp)
                 else:
                     self._start_suffix()
@@ -681,15 +699,19 @@ class ExecutorCore:
         for mid in [mid for mid in self._view if mid not in seen]:
             self._see(mid, None)
 
-    def _see(self, machine_id: str, machine: Machine | None) -> None:
-        """Record what was observed of one machine; keep the serving sets right."""
+    def _see(self, machine_id: str, machine: Machine | None, *, observed: bool = True) -> None:
+        """Record what was seen of one machine (``observed``: by an observation, not
+        in a provider's answer to an action); keep the serving sets right."""
         old = self._view.get(machine_id)
         if machine is None or not machine.live:
             if old is not None:
                 del self._view[machine_id]
                 self._avail.get(old.group, set()).discard(machine_id)
             self._taken.discard(machine_id)
+            self._confirmed.discard(machine_id)
             return
+        if observed and machine.serving:
+            self._confirmed.add(machine_id)
         self._view[machine_id] = machine
         if old is not None and old.group != machine.group:
             self._avail.get(old.group, set()).discard(machine_id)
@@ -710,6 +732,12 @@ class ExecutorCore:
         the group goes lower (where it cannot roll back, take-outs are held instead)."""
         if self.mode != "forward" or self._stage != "groups" or self._breach is not None:
             return
+        failed = machine.state is not MachineState.STARTED or machine.health in (
+            Health.CRITICAL,
+            Health.WARNING,
+        )
+        if machine.id not in self._confirmed or machine.cordoned or not failed:
+            return  # not known to have served, or not a failure (a cordon, no result yet)
         spec = self.desired.group(machine.group)
         if spec is None or machine.version != spec.release.version:
             return
@@ -776,7 +804,7 @@ class ExecutorCore:
             self._held_reported.add(group)
             action, run, _ = self._held[group][0]
             self._emit(
-                "waiting",
+                self.reporter.waiting,
                 self._elapsed,
                 f"{group}: {len(self._avail.get(group, ()))} serving, at its floor of "
                 f"{self._floor_of(run)}; {action.kind} {action.machine} held until more serve",
@@ -817,12 +845,13 @@ class ExecutorCore:
         if self._stage == "settle" and not self._settling:
             self._want_full_observe = True
 
-    def _emit(self, hook: str, *args: Any) -> None:
-        """Call a reporter hook. A reporter never breaks a deployment: its errors are
+    def _emit(self, hook: Callable[_P, None], *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Call a reporter hook (a bound method: a misspelled one fails the type check,
+        not silently). A reporter never breaks a deployment: the hook's own errors are
         dropped, and a Ctrl-C raised inside it is kept for the driver to act on once
         the core's state is consistent (see :attr:`interrupt_pending`)."""
         try:
-            getattr(self.reporter, hook)(*args)
+            hook(*args, **kwargs)
         except KeyboardInterrupt:
             self.interrupt_pending = True
         except Exception:  # a reporter's bug is not the deployment's
@@ -892,10 +921,10 @@ class ExecutorCore:
             pr = _PhaseRun.of(group, scheduled)
             self._group_phase[group] = pr
             if isinstance(phase, Barrier) and phase.steps:
-                self._emit("step_started", self._elapsed, phase.steps[0].why)
+                self._emit(self.reporter.step_started, self._elapsed, phase.steps[0].why)
             else:
                 self._emit(
-                    "step_started",
+                    self.reporter.step_started,
                     self._elapsed,
                     scheduled.why
                     or f"{group}: rolling, floor {max(0, pr.budget.floor)} serving, "
@@ -927,7 +956,7 @@ class ExecutorCore:
                 at = max(at, cordoned + action.drain)
                 if at > self._now:
                     self._emit(
-                        "waiting",
+                        self.reporter.waiting,
                         self._elapsed,
                         f"{machine}: drain {action.drain:g}s before {action.kind}",
                     )
@@ -956,7 +985,7 @@ class ExecutorCore:
                 self._timer(self._now + w.timeout, machine)
                 self._watch_changes.add(machine)
                 self._booted_since_watch.discard(machine)
-                self._emit("waiting", self._elapsed, f"{machine} healthy")
+                self._emit(self.reporter.waiting, self._elapsed, f"{machine} healthy")
             elif isinstance(w, Pause):
                 key = f"pause.{w.key}"
                 started = _float(self._record.get(key))
@@ -964,9 +993,9 @@ class ExecutorCore:
                     started = self._now
                     self._record[key] = repr(started)
                     self._enqueue_side(Label(group="*", values={key: repr(started)}))
-                self._emit("waiting", self._elapsed, f"{w.describe()}")
+                self._emit(self.reporter.waiting, self._elapsed, f"{w.describe()}")
             elif isinstance(w, Gate):
-                self._emit("waiting", self._elapsed, f"gate {w.name}")
+                self._emit(self.reporter.waiting, self._elapsed, f"gate {w.name}")
 
     def _check_health(self, machine_id: str) -> None:
         runs = self._watch.get(machine_id)
@@ -1017,7 +1046,7 @@ class ExecutorCore:
             run.waits.remove(gate)
             return
         result = self.options.gate(gate.name)
-        self._emit("gate", self._elapsed, gate.name, result)
+        self._emit(self.reporter.gate, self._elapsed, gate.name, result)
         if result == "pass":
             run.waits.remove(gate)
             self._record[f"gate.{gate.name}"] = "approved"
@@ -1093,7 +1122,7 @@ class ExecutorCore:
             return
         if self._can_roll_back():
             self.mode = "draining"
-            self._emit("rollback_started", self._elapsed, reason)
+            self._emit(self.reporter.rollback_started, self._elapsed, reason)
             self._ready = [
                 r for r in self._ready if r[3].owner is None and r[3] is not self._chain_run
             ]
@@ -1143,7 +1172,7 @@ class ExecutorCore:
         self.result = DeployResult(
             outcome=outcome, error=error, actions=self._actions, elapsed=self._elapsed
         )
-        self._emit("finished", self._elapsed, self.result)
+        self._emit(self.reporter.finished, self._elapsed, self.result)
 
     def _set_wake(self, at: float) -> None:
         self._timer(at, None)
@@ -1182,7 +1211,7 @@ class ExecutorCore:
             self._in_flight[ref] = (action, run, attempt)
             self._actions += 1
             if attempt == 0:
-                self._emit("action_started", self._elapsed, action)
+                self._emit(self.reporter.action_started, self._elapsed, action)
             self._out.append(Perform(ref, action))
         if self._held_since:
             for group in [g for g in self._held_since if g not in self._held]:
@@ -1226,7 +1255,7 @@ def _float(text: str | None) -> float | None:
 
 
 def execute(
-    provider: Any,
+    provider: Provider,
     desired: Desired,
     strategy: Strategy,
     *,
@@ -1279,11 +1308,17 @@ def execute(
                     if core.wants_view:
                         # the floor is held against the observed fleet: look at all of it
                         with contextlib.suppress(ActionFailed):
-                            core.observed(clock(), _observe(provider))
+                            state = _observe(provider)
+                            core.observed(clock(), state)
+                            for mid in core.missing_from(state):
+                                _poll(core, provider, mid, clock())
                     else:
                         for mid in sorted(core.watched):
                             _poll(core, provider, mid, clock())
                     next_poll = now + poll_interval
+                # what a poll unblocked goes out now, not after the next wait
+                for cmd in core.commands():
+                    futures[pool.submit(provider.perform, cmd.action)] = cmd.ref
                 wake = core.wake_at
                 timeout = (
                     min([t for t in (wake, next_poll, next_refresh) if t is not None]) - clock()
@@ -1344,7 +1379,7 @@ def _deliver(core: ExecutorCore, fut: Future[Machine | None], ref: int, now: flo
             core.action_done(now, ref, result)
 
 
-def _observe(provider: Any) -> FleetState:
+def _observe(provider: Provider) -> FleetState:
     try:
         state = provider.observe()
     except ZddError:
@@ -1358,7 +1393,7 @@ def _observe(provider: Any) -> FleetState:
     return state
 
 
-def _poll(core: ExecutorCore, provider: Any, machine_id: str, now: float) -> None:
+def _poll(core: ExecutorCore, provider: Provider, machine_id: str, now: float) -> None:
     """Report one watched machine; a failed read is skipped (the next poll retries)."""
     try:
         m = provider.machine(machine_id)

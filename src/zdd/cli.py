@@ -40,7 +40,8 @@ from ._errors import (
 from ._execute import ExecuteOptions, GateResult, execute
 from ._fleetjson import load_fleet
 from ._model import Desired, FleetState, HealthCheck, Release
-from ._planning import plan
+from ._plan import Plan
+from ._planning import assume_checks_pass, plan
 from ._version import __version__
 from .reporters import JsonLinesReporter, TextReporter
 from .sim import simulate
@@ -393,7 +394,7 @@ def _inputs(args: argparse.Namespace) -> tuple[FleetState, Desired, Strategy]:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     state, desired, strategy = _inputs(args)
-    result = plan(state, desired, strategy)
+    result = _preview(state, desired, strategy)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -407,9 +408,25 @@ def _warn(warnings: Sequence[str]) -> None:
         print(f"zdd: warning: {w}", file=sys.stderr)
 
 
+def _preview(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
+    """The plan a deployment would follow. Machines with no check result yet are
+    taken as passing (the executor waits for their first result before it plans),
+    and a note on stderr says so."""
+    assumed, unknown = assume_checks_pass(state)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + ("..." if len(unknown) > 5 else "")
+        print(
+            f"zdd: note: {shown} {'has' if len(unknown) == 1 else 'have'} no check result "
+            f"yet; the plan assumes {'it passes' if len(unknown) == 1 else 'they pass'} "
+            f"(a deployment waits for a first result before it starts)",
+            file=sys.stderr,
+        )
+    return plan(assumed, desired, strategy)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     state, desired, strategy = _inputs(args)
-    _warn(plan(state, desired, strategy).warnings)  # bad input is reported here, exit 2
+    _warn(_preview(state, desired, strategy).warnings)  # bad input is reported here, exit 2
     answers: dict[str, GateResult] = dict(args.gate)
 
     def gates(name: str) -> GateResult:
@@ -470,7 +487,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         state = provider.wait_healthy(60.0)
         desired = Desired.from_fleet(state, release)
         # bad input is reported before any load starts
-        _warn(plan(state, desired, strategy).warnings)
+        _warn(_preview(state, desired, strategy).warnings)
         reporter = None if args.json else TextReporter(sys.stderr)
         load = LoadGenerator("127.0.0.1", provider.port, rps=args.rps, streams=args.streams)
         load.start()
@@ -542,7 +559,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     desired = config.desired(state, version)
     for group in desired.groups:
         provider.register_release(group.release)
-    preview = plan(state, desired, strategy)
+    preview = _preview(state, desired, strategy)
     if not args.dry_run:
         _warn(preview.warnings)  # the dry run's plan text starts with them
     if args.dry_run:

@@ -14,7 +14,16 @@ import attrs
 
 from .._config import BlueGreen, Canary, Immediate, Rolling, Strategy
 from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible
-from .._model import Desired, FleetState, FrozenMap, GroupSpec, Machine, Release, encode_regions
+from .._model import (
+    Desired,
+    FleetState,
+    FrozenMap,
+    GroupSpec,
+    Health,
+    Machine,
+    Release,
+    encode_regions,
+)
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
@@ -22,6 +31,7 @@ from ._schedule import Barrier, Budget, GroupStep, Phase, Scheduled, Task, lay_o
 
 __all__ = [
     "DEPLOYING",
+    "assume_checks_pass",
     "DONE",
     "ROLLED_BACK",
     "ROLLING_BACK",
@@ -43,6 +53,22 @@ _PLANNERS: dict[type, Callable[[GroupContext], list[Phase]]] = {
     BlueGreen: bluegreen.plan_group,
     Canary: canary.plan_group,
 }
+
+
+def assume_checks_pass(state: FleetState) -> tuple[FleetState, tuple[str, ...]]:
+    """``state`` with every started, uncordoned machine that has no check result yet
+    (health ``unknown``, as after a proxy restart) taken as passing, and their ids.
+
+    What a preview plans from: an executor waits for a first check result of such
+    machines before it plans, so the plan it then follows is this one when they pass.
+    """
+    unknown = tuple(m.id for m in state.machines if m.presumed_serving and not m.serving)
+    if not unknown:
+        return state, ()
+    machines = [
+        attrs.evolve(m, health=Health.PASSING) if m.id in unknown else m for m in state.machines
+    ]
+    return FleetState(machines=machines, record=state.record), unknown
 
 
 def target_of(desired: Desired) -> str:

@@ -26,7 +26,8 @@ def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Phase
         if stuck and n:
             raise PlanningImpossible(
                 f"group {ctx.name!r}: {', '.join(stuck[:3])}{'...' if len(stuck) > 3 else ''} "
-                f"hold volumes and must be updated in place, which needs max_unavailable >= 1 "
+                f"{'holds a volume' if len(stuck) == 1 else 'hold volumes'} and must be "
+                f"updated in place, which needs max_unavailable >= 1 "
                 f"(a surge machine cannot take over a volume); leave max_unavailable unset "
                 f"or set it to 1"
             )
