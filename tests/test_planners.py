@@ -328,3 +328,41 @@ def test_a_second_deployment_reads_nothing_of_the_first(strategy: zdd.Strategy) 
     assert resumed.steps[:-1] == plan.steps[1:-1] or resumed.steps == plan.steps[1:]
     first = resumed.steps[0]
     assert any(isinstance(a, zdd.Create) for a in first.actions), first
+
+
+def test_a_rollback_in_progress_is_previewed_as_the_rollback() -> None:
+    """The record says this deployment is being rolled back: plan() answers with the
+    rollback a resumed executor runs (the strategy's own rollback policy)."""
+    state = zdd.FleetState(
+        machines=[
+            Machine(id="m1", version="v2"),
+            *[Machine(id=f"m{i}", version="v1") for i in (2, 3)],
+        ],
+        record={
+            "phase": "rolling_back",
+            "rollback_of": "app=v2",
+            "target": "app=v1",
+            "from.app": "v1",
+            "start.app": "ord:3",
+        },
+    )
+    plan = zdd.plan(state, zdd.Desired.single(V2, 3), zdd.Rolling())
+    assert plan.summary.startswith("rollback of app=v2: ")
+    updates = [a for a in plan.actions() if a.kind == "update"]
+    assert [(a.machine, a.version) for a in updates] == [("m1", "v1")]
+    assert list(plan.actions())[-1].values == {"phase": "rolled_back"}  # type: ignore[attr-defined]
+
+
+def test_each_strategy_owns_its_rollback_policy() -> None:
+    from zdd._planning import can_roll_back, rollback_strategy
+
+    desired = zdd.Desired.single(V2, 3)
+    assert rollback_strategy(zdd.Rolling(max_unavailable=2)).max_unavailable == 2
+    assert rollback_strategy(zdd.Canary(steps=[zdd.CanaryStep(machines=2)])).max_surge == 2
+    assert rollback_strategy(zdd.BlueGreen()).max_unavailable == 0
+    with pytest.raises(zdd.PlanningImpossible):
+        rollback_strategy(zdd.Immediate())
+    assert not can_roll_back(zdd.Immediate(), {}, desired)
+    assert can_roll_back(zdd.BlueGreen(), {}, desired)
+    assert not can_roll_back(zdd.BlueGreen(), {"bluegreen.app": "switched"}, desired)
+    assert not can_roll_back(zdd.Rolling(auto_rollback=False), {}, desired)

@@ -43,7 +43,7 @@ from typing import Any, Literal, ParamSpec
 
 import attrs
 
-from ._config import BlueGreen, Canary, Immediate, Rolling, Strategy
+from ._config import Immediate, Rolling, Strategy
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
@@ -51,9 +51,18 @@ from ._errors import (
     ProviderContractError,
     ZddError,
 )
-from ._model import Desired, FleetState, GroupSpec, Health, Machine, MachineState, decode_regions
+from ._model import Desired, FleetState, Health, Machine, MachineState
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
-from ._planning import DEPLOYING, ROLLING_BACK, Blueprint, blueprint, target_of
+from ._planning import (
+    DEPLOYING,
+    ROLLING_BACK,
+    Blueprint,
+    blueprint,
+    can_roll_back,
+    rollback_desired,
+    rollback_strategy,
+    target_of,
+)
 from ._planning._schedule import (
     Barrier,
     Budget,
@@ -159,54 +168,6 @@ class Perform:
 
     ref: int
     action: Action
-
-
-# -- rollback ------------------------------------------------------------------
-
-
-def rollback_strategy(strategy: Strategy) -> Rolling:
-    """The rolling update that takes a failed deployment back, floor held."""
-    common = {
-        f.name: getattr(strategy, f.name)
-        for f in attrs.fields(Rolling)
-        if f.name
-        in (
-            "wait_timeout",
-            "min_healthy_time",
-            "drain_delay",
-            "region_waves",
-            "allow_downtime",
-        )
-    }
-    if isinstance(strategy, Rolling):
-        return Rolling(
-            max_unavailable=strategy.max_unavailable, max_surge=strategy.max_surge, **common
-        )
-    if isinstance(strategy, Canary):
-        # the canaries serve: retire them first, replace what was updated, floor = desired
-        return Rolling(max_unavailable=0, max_surge=max(1, strategy.canary_machines), **common)
-    # bluegreen before its switch: the greens are hidden, the blues untouched
-    return Rolling(max_unavailable=0, max_surge=1, **common)
-
-
-def rollback_desired(state: FleetState, forward: Desired) -> Desired:
-    """Where a rollback goes: each group's starting version (``from.<group>``) and shape
-    (``start.<group>``)."""
-    groups = []
-    for spec in forward.groups:
-        version = state.record.get(f"from.{spec.name}")
-        if version is None:
-            continue  # a group that did not exist before: nothing to go back to
-        shape = state.record.get(f"start.{spec.name}") or state.record.get(f"desired.{spec.name}")
-        regions = decode_regions(shape) if shape else dict(spec.regions)
-        groups.append(
-            GroupSpec(
-                name=spec.name,
-                release=attrs.evolve(spec.release, version=version),
-                regions=regions,
-            )
-        )
-    return Desired(groups=groups)
 
 
 # -- the core --------------------------------------------------------------------
@@ -1136,19 +1097,12 @@ class ExecutorCore:
             self._finish("failed", reason)
 
     def _can_roll_back(self) -> bool:
-        if not self.strategy.auto_rollback or isinstance(self.strategy, Immediate):
-            return False
         if (
             self._record.get("phase") != DEPLOYING
             or self._record.get("target") != self._forward_target
         ):
             return False  # nothing was changed yet (the release command failed, or earlier)
-        if isinstance(self.strategy, BlueGreen):
-            # after the switch the greens serve: going back would be a new deployment
-            return not any(
-                self._record.get(f"bluegreen.{g.name}") == "switched" for g in self.desired.groups
-            )
-        return True
+        return can_roll_back(self.strategy, self._record, self.desired)
 
     def _maybe_drained(self) -> None:
         if self.mode == "draining" and not self._in_flight:

@@ -8,7 +8,8 @@ the middle of one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -22,6 +23,7 @@ from .._model import (
     Health,
     Machine,
     Release,
+    decode_regions,
     encode_regions,
 )
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
@@ -31,7 +33,12 @@ from ._schedule import Barrier, Budget, GroupStep, Phase, Scheduled, Task, lay_o
 
 __all__ = [
     "DEPLOYING",
+    "STRATEGIES",
+    "StrategyModule",
     "assume_checks_pass",
+    "can_roll_back",
+    "rollback_desired",
+    "rollback_strategy",
     "DONE",
     "ROLLED_BACK",
     "ROLLING_BACK",
@@ -47,12 +54,78 @@ DONE = "done"
 ROLLING_BACK = "rolling_back"
 ROLLED_BACK = "rolled_back"
 
-_PLANNERS: dict[type, Callable[[GroupContext], list[Phase]]] = {
-    Immediate: immediate.plan_group,
-    Rolling: rolling.plan_group,
-    BlueGreen: bluegreen.plan_group,
-    Canary: canary.plan_group,
+
+@attrs.frozen
+class StrategyModule:
+    """What a strategy owns: its planner and its rollback policy (its own module).
+
+    Attributes:
+        plan_group: one group's phases, from its context.
+        rollback: the rolling update that takes a failed deployment of this strategy
+            back (``None``: it cannot be rolled back).
+        can_roll_back: whether a deployment with this record may still roll back.
+    """
+
+    plan_group: Callable[[GroupContext], list[Phase]]
+    rollback: Callable[[Any], Rolling | None]
+    can_roll_back: Callable[[Any, Mapping[str, str], Desired], bool]
+
+
+#: One line per strategy: a fifth strategy is its module plus a line here.
+STRATEGIES: dict[type, StrategyModule] = {
+    Immediate: StrategyModule(immediate.plan_group, immediate.rollback, immediate.can_roll_back),
+    Rolling: StrategyModule(rolling.plan_group, rolling.rollback, rolling.can_roll_back),
+    BlueGreen: StrategyModule(bluegreen.plan_group, bluegreen.rollback, bluegreen.can_roll_back),
+    Canary: StrategyModule(canary.plan_group, canary.rollback, canary.can_roll_back),
 }
+
+
+def _module(strategy: Strategy) -> StrategyModule:
+    module = STRATEGIES.get(type(strategy))
+    if module is None:
+        raise InvalidConfig(
+            f"expected Immediate, Rolling, BlueGreen or Canary, got {type(strategy).__name__}",
+            field="strategy",
+        )
+    return module
+
+
+def rollback_strategy(strategy: Strategy) -> Rolling:
+    """The rolling update that takes a failed deployment back, floor held (as the
+    strategy's own module says).
+
+    Raises:
+        PlanningImpossible: the strategy cannot be rolled back (immediate).
+    """
+    back = _module(strategy).rollback(strategy)
+    if back is None:
+        raise PlanningImpossible(f"a {strategy.name} deployment cannot be rolled back")
+    return back
+
+
+def can_roll_back(strategy: Strategy, record: Mapping[str, str], desired: Desired) -> bool:
+    """Whether a deployment of ``desired`` whose record is ``record`` may roll back."""
+    return _module(strategy).can_roll_back(strategy, record, desired)
+
+
+def rollback_desired(state: FleetState, forward: Desired) -> Desired:
+    """Where a rollback goes: each group's starting version (``from.<group>``) and shape
+    (``start.<group>``)."""
+    groups = []
+    for spec in forward.groups:
+        version = state.record.get(f"from.{spec.name}")
+        if version is None:
+            continue  # a group that did not exist before: nothing to go back to
+        shape = state.record.get(f"start.{spec.name}") or state.record.get(f"desired.{spec.name}")
+        regions = decode_regions(shape) if shape else dict(spec.regions)
+        groups.append(
+            GroupSpec(
+                name=spec.name,
+                release=attrs.evolve(spec.release, version=version),
+                regions=regions,
+            )
+        )
+    return Desired(groups=groups)
 
 
 def assume_checks_pass(state: FleetState) -> tuple[FleetState, tuple[str, ...]]:
@@ -141,13 +214,17 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
         raise InvalidFleetState(f"expected a FleetState, got {type(state).__name__}")
     if not isinstance(desired, Desired):
         raise InvalidConfig(f"expected a Desired, got {type(desired).__name__}", field="desired")
-    planner = _PLANNERS.get(type(strategy))
-    if planner is None:
-        raise InvalidConfig(
-            f"expected Immediate, Rolling, BlueGreen or Canary, got {type(strategy).__name__}",
-            field="strategy",
-        )
+    planner = _module(strategy).plan_group
     target = target_of(desired)
+    if (
+        state.record.get("phase") == ROLLING_BACK
+        and state.record.get("rollback_of") == target
+        and state.record.get("target") != target
+    ):
+        # this very deployment is being rolled back: plan the rollback (what a resumed
+        # executor does), as the strategy's own module says it goes
+        bp = blueprint(state, rollback_desired(state, desired), rollback_strategy(strategy))
+        return attrs.evolve(bp, summary=f"rollback of {target}: {bp.summary}")
     phase = state.record.get("phase")
     same = state.record.get("target") == target
     rolling_back = phase == ROLLING_BACK and same

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -281,6 +282,16 @@ class Limits:
     borrowed: bool = False
     note: str = ""
     warning: str | None = None
+
+
+_ROLLBACK_KEEPS = ("wait_timeout", "min_healthy_time", "drain_delay", "region_waves")
+
+
+def rollback_options(strategy: Strategy) -> dict[str, Any]:
+    """The options a rollback keeps from the deployment it takes back."""
+    kept = {k: getattr(strategy, k) for k in _ROLLBACK_KEEPS}
+    kept["allow_downtime"] = strategy.allow_downtime
+    return kept
 
 
 def protects(ctx: GroupContext) -> bool:

@@ -16,8 +16,10 @@ only ever costs the greens.
 
 from __future__ import annotations
 
-from .._config import BlueGreen
-from .._model import Machine, MachineState
+from collections.abc import Mapping
+
+from .._config import BlueGreen, Rolling
+from .._model import Desired, Machine, MachineState
 from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     RUNNING,
@@ -28,6 +30,7 @@ from ._core import (
     group_budget,
     is_current,
     recover_elements,
+    rollback_options,
     rolling_tasks,
 )
 from ._schedule import Barrier, Element, GroupStep, Phase, Scheduled, Task
@@ -187,3 +190,17 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def rollback(strategy: BlueGreen) -> Rolling:
+    """Before the switch the greens are hidden and the blues untouched: destroy the
+    greens, floor at ``desired``."""
+    return Rolling(max_unavailable=0, max_surge=1, **rollback_options(strategy))
+
+
+def can_roll_back(strategy: BlueGreen, record: Mapping[str, str], desired: Desired) -> bool:
+    """Only before the switch: after it the greens serve, and going back would be a
+    new deployment."""
+    return strategy.auto_rollback and not any(
+        record.get(f"bluegreen.{g.name}") == SWITCHED for g in desired.groups
+    )

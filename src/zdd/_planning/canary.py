@@ -13,17 +13,20 @@ machines as there are canaries instead of updating them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
-from .._config import Canary
+from .._config import Canary, Rolling
 from .._errors import InvalidFleetState
-from .._model import Health, Machine, MachineState
+from .._model import Desired, Health, Machine, MachineState
 from .._plan import Destroy, Gate, Label, Pause, Uncordon
 from ._core import (
     GroupContext,
     create_task,
     is_current,
     recover_elements,
+    rollback_options,
     rolling_phase,
 )
 from ._schedule import Barrier, GroupStep, Phase, Task
@@ -229,3 +232,15 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
         for key in new_keys
     ]
     return [Barrier(tuple(steps)), rolling_phase(ctx, s.then, projected, extra=have)]
+
+
+def rollback(strategy: Canary) -> Rolling:
+    """The canaries serve: retire them first and replace what was updated, with the
+    floor at ``desired`` (a surge as large as the canaries)."""
+    return Rolling(
+        max_unavailable=0, max_surge=max(1, strategy.canary_machines), **rollback_options(strategy)
+    )
+
+
+def can_roll_back(strategy: Canary, record: Mapping[str, str], desired: Desired) -> bool:
+    return strategy.auto_rollback

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from .._model import MachineState
+from collections.abc import Mapping
+
+from .._config import Immediate
+from .._model import Desired, MachineState
 from .._plan import Action, Create, Destroy, Start, Uncordon, Update
 from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess, protects
 from ._schedule import Budget, Element, Phase, Scheduled, Task
@@ -78,3 +81,12 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             warning=warning,
         )
     ]
+
+
+def rollback(strategy: Immediate) -> None:
+    """Immediate promises nothing and has nothing to roll back to safely."""
+    return None
+
+
+def can_roll_back(strategy: Immediate, record: Mapping[str, str], desired: Desired) -> bool:
+    return False

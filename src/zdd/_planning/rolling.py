@@ -10,9 +10,12 @@ outdated ones are cordoned, drained, stopped and destroyed as the budgets allow
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .._config import Rolling
 from .._errors import PlanningImpossible
-from ._core import GroupContext, is_current, rolling_phase
+from .._model import Desired
+from ._core import GroupContext, is_current, rollback_options, rolling_phase
 from ._schedule import Phase
 
 
@@ -32,3 +35,17 @@ def plan_group(ctx: GroupContext, strategy: Rolling | None = None) -> list[Phase
                 f"or set it to 1"
             )
     return [rolling_phase(ctx, s, ctx.machines)]
+
+
+def rollback(strategy: Rolling) -> Rolling:
+    """The rolling update that takes a failed rolling deployment back: the same
+    budgets, so the same floor (no release or post-deploy command)."""
+    return Rolling(
+        max_unavailable=strategy.max_unavailable,
+        max_surge=strategy.max_surge,
+        **rollback_options(strategy),
+    )
+
+
+def can_roll_back(strategy: Rolling, record: Mapping[str, str], desired: Desired) -> bool:
+    return strategy.auto_rollback
