@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,24 +46,43 @@ def demo(
     *extra: str,
     max_unavailable: str = "1",
     max_surge: str = "0",
-) -> dict:
+) -> dict[str, Any]:
     config = tmp_path / "fly.toml"
     config.write_text(config_text(strategy, max_unavailable, max_surge))
     code = main(["demo", "--config", str(config), "--rps", "400", "--json", *extra])
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    return json.loads(out)
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+RUN_MARKER = "ZDD_TEST_DEMO_RUN"
+
+
+@pytest.fixture(autouse=True)
+def run_marker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A token in the environment the demo's processes inherit: this test's own."""
+    token = uuid.uuid4().hex
+    monkeypatch.setenv(RUN_MARKER, token)
+    return token
 
 
 def no_zdd_processes() -> list[str]:
-    """Demo-app processes still running (there must be none after a demo)."""
+    """Demo-app and HAProxy processes this test started that still run (there must be
+    none after a demo). Found by the test's marker in their environment, so that demos
+    run by anything else on this host at the same time are not counted."""
+    marker = f"{RUN_MARKER}={os.environ[RUN_MARKER]}".encode()
     found = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
+            continue
+        if marker not in environ or state == "Z":
             continue
         if b"zdd.demo.app" in cmdline or (b"haproxy" in cmdline and b"zdd" in cmdline):
             found.append(cmdline.decode(errors="replace"))
@@ -98,12 +119,13 @@ def test_zero_failed_requests_and_no_cut_streams(
     assert no_zdd_processes() == []
 
 
-def demo_default_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+def demo_default_config(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     """``zdd demo --json`` with no ``--config``: the library's defaults and ``args`` only."""
     code = main(["demo", "--json", *args])
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    return json.loads(out)
+    report: dict[str, Any] = json.loads(out)
+    return report
 
 
 # One machine, no fly.toml: the defaults (drain_delay 10s, Fly's max_unavailable
