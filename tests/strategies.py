@@ -471,9 +471,12 @@ def rolling_floor(r: zdd.Rolling, n: int, *, in_place: bool, bound: bool) -> int
 
 
 def borrowed_surge(r: zdd.Rolling, n: int, *, in_place: bool, bound: bool, serving: bool) -> int:
-    """1 when a one-machine group borrows a surge machine (the budget alone would take
-    its only serving machine out: ``serving``, an outdated machine serves), else 0."""
-    if n != 1 or bound or not serving or r.allow_downtime or r.surge_budget(n) > 0:
+    """1 when a one-machine group may borrow a surge machine (the budget alone would
+    take its only serving machine out), else 0. An upper bound: ``serving`` (an outdated
+    machine serves at the start) is not required, since a re-plan borrows as soon as
+    one serves again."""
+    del serving
+    if n != 1 or bound or r.allow_downtime or r.surge_budget(n) > 0:
         return 0
     return (
         1

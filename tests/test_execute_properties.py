@@ -955,3 +955,60 @@ def test_the_simulator_settles_pending_checks():
     report = zdd.simulate(state, desired, zdd.Immediate())
     assert report.outcome == "converged"
     assert report.converged
+
+
+# -- one scheduler: what runs is what was previewed -----------------------------------
+
+
+class ActionLog(zdd.reporters.Reporter):
+    def __init__(self) -> None:
+        self.actions: list[zdd.Action] = []
+
+    def action_started(self, elapsed: float, action: zdd.Action) -> None:
+        self.actions.append(action)
+
+
+def _key(action: zdd.Action, keys: dict[str, str]) -> tuple[Any, ...]:
+    """An action as a comparable value, with created machines named by their key."""
+    machine = action.machine
+    if machine is not None:
+        machine = keys.get(machine, machine)
+    data = action.to_json()
+    data["machine"] = machine
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in data.items()))
+
+
+def _side_record(action: zdd.Action) -> bool:
+    """Record keeping the executor adds as it goes (when a pause began, a gate's
+    answer): not part of the plan."""
+    return isinstance(action, zdd.Label) and all(
+        k.startswith(("pause.", "gate.")) for k in action.values
+    )
+
+
+@SIM
+@given(data=st.data(), kind=st.sampled_from(SAFE_KINDS), sim=sims)
+def test_a_fault_free_run_performs_exactly_the_previewed_actions(
+    data: st.DataObject, kind: str, sim: Sim
+) -> None:
+    """The preview and the execution are the same scheduler: on a fault-free run from
+    a fleet at rest (every machine started, passing, uncordoned), the multiset of
+    actions the executor performs equals the actions of ``zdd.plan`` (machines it
+    created named by their idempotency keys; the executor's own record keeping of
+    pauses and gate answers aside)."""
+    strategy = _with(data.draw(strategies_for(kind), label="strategy"), wait_timeout=LONG_WAIT)
+    state = data.draw(zst.fleets(ordinary=True, max_machines=20), label="fleet")
+    desired = data.draw(desireds(state), label="desired")
+    plannable(state, desired, strategy)
+    preview = zdd.plan(state, desired, strategy)
+    fleet = sim_fleet(state, desired, attrs.evolve(sim, boot_sigma=0.0))
+    log = ActionLog()
+    report = run_fleet(fleet, state, desired, strategy, sim, reporter=log)
+    assert report.converged, report.error
+    keys = {mid: m.labels["zdd.key"] for mid, m in fleet.machines.items() if "zdd.key" in m.labels}
+    performed = Counter(_key(a, keys) for a in log.actions if not _side_record(a))
+    planned = Counter(_key(a, {}) for step in preview for a in step.actions)
+    assert performed == planned, (
+        f"performed, not planned: {list((performed - planned).elements())[:3]}; "
+        f"planned, not performed: {list((planned - performed).elements())[:3]}"
+    )

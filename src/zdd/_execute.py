@@ -36,7 +36,6 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal, ParamSpec
@@ -55,23 +54,18 @@ from ._model import Desired, FleetState, Health, Machine, MachineState
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
 from ._planning import (
     DEPLOYING,
+    NO_FLOOR,
     ROLLING_BACK,
     Blueprint,
+    Element,
+    Scheduled,
+    Scheduler,
+    Task,
     blueprint,
     can_roll_back,
     rollback_desired,
     rollback_strategy,
     target_of,
-)
-from ._planning._schedule import (
-    Barrier,
-    Budget,
-    Element,
-    Scheduled,
-    Task,
-    admit_wave,
-    queue_tasks,
-    unblock,
 )
 from .providers import Provider
 from .reporters import Reporter
@@ -178,79 +172,13 @@ class _Run:
     """One task being carried out: its element, what is in flight, what it waits for."""
 
     task: Task
-    owner: _PhaseRun | None
+    owner: Scheduler | None
     idx: int = 0
     in_flight: int = 0
     queued: int = 0
     waits: list[Action] = attrs.Factory(list)
     waits_started: float = 0.0
     took: list[str] = attrs.Factory(list)  # machines it took out of service
-
-
-@attrs.define(eq=False)
-class _PhaseRun:
-    """A Scheduled phase run online: the scheduler's loop, driven by events."""
-
-    group: str
-    budget: Budget
-    why: str | None
-    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]]
-    waves: list[int]
-    serving: int
-    live: int
-    wave_i: int = 0
-    active: int = 0
-    active_by_wave: dict[int, int] = attrs.Factory(dict)
-
-    @classmethod
-    def of(cls, group: str, phase: Scheduled) -> _PhaseRun:
-        waves, queues = queue_tasks([t for t in phase.tasks if t.elements])
-        return cls(
-            group=group,
-            budget=phase.budget,
-            why=phase.why,
-            queues=queues,
-            waves=waves,
-            serving=phase.budget.serving,
-            live=phase.budget.live,
-        )
-
-    @property
-    def done(self) -> bool:
-        return self.active == 0 and all(not any(q) for q in self.queues.values())
-
-    def admit(self) -> list[Task]:
-        """Tasks the budgets allow now (the scheduler's admission rule)."""
-        while (
-            self.wave_i < len(self.waves)
-            and not any(self.queues[self.waves[self.wave_i]])
-            and not self.active_by_wave.get(self.waves[self.wave_i])
-        ):
-            self.wave_i += 1
-        if self.wave_i >= len(self.waves):
-            return []
-        wave = self.waves[self.wave_i]
-        out, self.serving, self.live = admit_wave(
-            self.queues[wave], self.serving, self.live, self.budget
-        )
-        if not out and self.active == 0:
-            out, self.serving, self.live = unblock(
-                self.queues, self.waves[self.wave_i + 1 :], self.serving, self.live, self.budget
-            )
-        self.active += len(out)
-        for t in out:
-            self.active_by_wave[t.wave] = self.active_by_wave.get(t.wave, 0) + 1
-        return out
-
-    def finished(self, task: Task) -> None:
-        self.active -= 1
-        self.active_by_wave[task.wave] -= 1
-        self.serving += task.gain
-        if task.frees_slot:
-            self.live -= 1
-
-    def stuck(self) -> bool:
-        return self.active == 0 and not self.done
 
 
 Mode = Literal["forward", "draining", "rollback", "finished"]
@@ -300,7 +228,7 @@ class ExecutorCore:
         self._groups_bp: Blueprint | None = None
         self._suffix: tuple[Element, ...] = ()
         self._groups: dict[str, list[Any]] = {}
-        self._group_phase: dict[str, _PhaseRun | None] = {}
+        self._group_phase: dict[str, Scheduler | None] = {}
         self._rounds = 0
         self._want_full_observe = False
         self._failure: str | None = None
@@ -545,6 +473,10 @@ class ExecutorCore:
         """The whole fleet, as the core asked (:attr:`wants_full_observe`)."""
         self._now = now
         self._want_full_observe = False
+        if not self._in_flight:
+            # nothing is under way: whatever earlier runs took out counts as observed
+            self._taken.clear()
+            self._avail.clear()
         self._see_all(state)
         if self._stage == "settle":
             self._begin_planning(state)
@@ -703,7 +635,7 @@ class ExecutorCore:
         if spec is None or machine.version != spec.release.version:
             return
         pr = self._group_phase.get(machine.group)
-        if pr is None or pr.budget.floor <= _NO_FLOOR or serving > pr.budget.floor:
+        if pr is None or pr.budget.floor < 1 or serving > pr.budget.floor:
             return
         if not self._can_roll_back():
             return  # (bluegreen after its switch) hold, and repair by re-planning
@@ -734,7 +666,7 @@ class ExecutorCore:
 
     def _floor_of(self, run: _Run) -> int | None:
         pr = run.owner
-        if pr is None or pr.budget.floor <= _NO_FLOOR:
+        if pr is None or pr.budget.floor <= NO_FLOOR:
             return None
         return pr.budget.floor
 
@@ -861,47 +793,31 @@ class ExecutorCore:
         phases = self._groups[group]
         while phases:
             phase = phases.pop(0)
-            scheduled = (
-                phase
-                if isinstance(phase, Scheduled)
-                else Scheduled(
-                    (Task([Element(s.actions, s.waits) for s in phase.steps]),),
-                    Budget(
-                        group=group,
-                        desired=0,
-                        floor=_NO_FLOOR if phase.floor is None else phase.floor,
-                        ceiling=10**12,
-                        serving=0,
-                        live=0,
-                    ),
-                    phase.steps[0].why if phase.steps else None,
-                )
-            )
-            if not any(t.elements for t in scheduled.tasks):
+            tasks = [t for t in phase.tasks if t.elements]
+            if not tasks:
                 continue
-            pr = _PhaseRun.of(group, scheduled)
+            pr = Scheduler(phase)
             self._group_phase[group] = pr
-            if isinstance(phase, Barrier) and phase.steps:
-                self._emit(self.reporter.step_started, self._elapsed, phase.steps[0].why)
-            else:
-                self._emit(
-                    self.reporter.step_started,
-                    self._elapsed,
-                    scheduled.why
-                    or f"{group}: rolling, floor {max(0, pr.budget.floor)} serving, "
-                    f"ceiling {pr.budget.ceiling} machines",
-                )
+            first = next((t.elements[0].why for t in tasks if t.elements[0].why), None)
+            self._emit(
+                self.reporter.step_started,
+                self._elapsed,
+                phase.why
+                or first
+                or f"{group}: rolling, floor {max(0, pr.budget.floor)} serving, "
+                f"ceiling {pr.budget.ceiling} machines",
+            )
             self._admit(pr)
             return
         self._group_phase[group] = None
 
-    def _admit(self, pr: _PhaseRun) -> None:
+    def _admit(self, pr: Scheduler) -> None:
         if self.mode == "draining":
             return
         for task in pr.admit():
             run = _Run(task=task, owner=pr)
             self._begin_element(run)
-        if pr.stuck():
+        if pr.stuck:
             self._fail(
                 f"group {pr.group!r}: no task can be admitted (serving {pr.serving}, "
                 f"floor {pr.budget.floor}, live {pr.live}, ceiling {pr.budget.ceiling})"
@@ -1052,8 +968,8 @@ class ExecutorCore:
         pr = run.owner
         if pr is None:
             return  # a side action
-        pr.finished(run.task)
-        if pr.done:
+        pr.done(run.task)
+        if pr.finished:
             if self._group_phase.get(pr.group) is pr:
                 self._next_phase(pr.group)
             self._maybe_groups_done()
@@ -1156,9 +1072,12 @@ class ExecutorCore:
                 if floor is not None and not self._admissible(action.group, out, floor):
                     self._hold(action, run, attempt)
                     continue
-                self._taken.add(out)
-                self._avail.get(action.group, set()).discard(out)
-                run.took.append(out)
+            if action.kind in _TAKE_OUT and action.machine and action.machine not in self._taken:
+                # whatever its state now, a machine zdd acts on is not counted on (nor is
+                # its stop or update a failure) until its task is done or it is released
+                self._taken.add(action.machine)
+                self._avail.get(action.group, set()).discard(action.machine)
+                run.took.append(action.machine)
             run.queued -= 1
             run.in_flight += 1
             ref = next(self._refs)
@@ -1181,8 +1100,6 @@ class ExecutorCore:
 
 #: Action kinds that take a serving machine out of service.
 _TAKE_OUT = frozenset({"cordon", "stop", "update", "destroy"})
-#: A budget floor that means "no floor".
-_NO_FLOOR = -(10**11)
 #: Pause before re-planning a fleet whose every take-out is held (doubles to the max).
 _STALL_BACKOFF = 5.0
 _STALL_BACKOFF_MAX = 60.0
@@ -1192,8 +1109,8 @@ _BOOTING = frozenset(
 )
 
 
-def _work(phase: Any) -> bool:
-    return bool(phase.steps if isinstance(phase, Barrier) else phase.tasks)
+def _work(phase: Scheduled) -> bool:
+    return any(t.elements for t in phase.tasks)
 
 
 def _float(text: str | None) -> float | None:

@@ -29,11 +29,16 @@ from .._model import (
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
-from ._schedule import Barrier, Budget, GroupStep, Phase, Scheduled, Task, lay_out
+from ._schedule import NO_FLOOR, Budget, Element, Phase, Scheduled, Scheduler, Task, lay_out
 
 __all__ = [
     "DEPLOYING",
     "STRATEGIES",
+    "NO_FLOOR",
+    "Element",
+    "Scheduled",
+    "Scheduler",
+    "Task",
     "StrategyModule",
     "assume_checks_pass",
     "can_roll_back",
@@ -189,7 +194,7 @@ class Blueprint:
 
 
 def _has_work(phase: Phase) -> bool:
-    return bool(phase.steps if isinstance(phase, Barrier) else phase.tasks)
+    return any(t.elements for t in phase.tasks)
 
 
 def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
@@ -382,13 +387,11 @@ def _remove_group(name: str, machines: list[Machine], strategy: Strategy) -> Sch
     for m in machines:
         ensure_no_volume(m, name)
         tasks.append(Task(retire_elements(ctx, m), frees_slot=True))
-    budget = Budget(
-        group=name, desired=0, floor=-(10**12), ceiling=10**12, serving=0, live=len(machines)
-    )
+    budget = attrs.evolve(Budget.unbounded(name), live=len(machines))
     return Scheduled(tuple(tasks), budget, f"{name}: no longer desired; retire its machines")
 
 
-def _merge(per_group: list[list[GroupStep]]) -> list[Step]:
+def _merge(per_group: list[list[Element]]) -> list[Step]:
     depth = max((len(g) for g in per_group), default=0)
     steps = []
     for i in range(depth):
@@ -397,7 +400,7 @@ def _merge(per_group: list[list[GroupStep]]) -> list[Step]:
             Step(
                 actions=[a for p in parts for a in p.actions],
                 waits=_merge_pauses([w for p in parts for w in p.waits]),
-                why="; ".join(p.why for p in parts),
+                why="; ".join(p.why or "" for p in parts),
             )
         )
     return steps

@@ -11,6 +11,12 @@ the next element of every admitted task, and returns budget when a task's last
 element is done. The first step of the result is what to do now; the rest is
 the preview, assuming every action succeeds.
 
+One scheduler (:class:`Scheduler`: ``admit()``, ``done(task)``) does this for
+both: :func:`schedule` runs it for a preview, finishing every element of a step
+at the step's end; the executor runs it online, on real completions. A barrier
+(steps that run one after another) is one chained task under an unbounded
+budget, so it goes through the same scheduler.
+
 Rules:
 1. Budgets are counted from what is observed: a machine already down (updating,
    booting, failed) is not serving, so it already uses room.
@@ -33,15 +39,26 @@ from .._plan import Action
 
 
 class Element(NamedTuple):
-    """What one task does in one step (a named tuple: planners make many)."""
+    """What one task does in one step (a named tuple: planners make many): some
+    actions, then some waits; ``why``, when given, is that step's reason (a
+    barrier's steps carry their own)."""
 
     actions: tuple[Action, ...] = ()
     waits: tuple[Action, ...] = ()
+    why: str | None = None
 
 
-@attrs.define
+#: A group's part of one step: the same thing as an element (one type for both).
+GroupStep = Element
+
+
+def _elements(value: Sequence[Element]) -> tuple[Element, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(eq=False)
 class Task:
-    """One machine's remaining work.
+    """One machine's remaining work (frozen; compared by identity).
 
     Attributes:
         elements: the steps of its pipeline, in order.
@@ -55,13 +72,17 @@ class Task:
         frees_slot: it removes a live machine when done.
     """
 
-    elements: list[Element]
+    elements: tuple[Element, ...] = attrs.field(converter=_elements)
     wave: int = 0
     needs_room: bool = False
     cost: int = 1
     needs_slot: bool = False
     gain: int = 0
     frees_slot: bool = False
+
+
+#: A floor that holds nothing (no take-out is ever refused under it).
+NO_FLOOR = -(10**12)
 
 
 @attrs.frozen
@@ -79,29 +100,22 @@ class Budget:
     live: int
     note: str = ""
 
-
-@attrs.frozen
-class GroupStep:
-    actions: tuple[Action, ...]
-    waits: tuple[Action, ...]
-    why: str
-
-
-@attrs.frozen
-class Barrier:
-    """Steps that run one after another, every action of a step at once.
-
-    ``floor``: serving machines the group keeps while they run (an executor holds
-    a take-out that would go below it); ``None``: no floor.
-    """
-
-    steps: tuple[GroupStep, ...]
-    floor: int | None = None
+    @classmethod
+    def unbounded(cls, group: str, floor: int | None = None) -> Budget:
+        """No ceiling, and ``floor`` (none when ``None``): a barrier's budget."""
+        return cls(
+            group=group,
+            desired=0,
+            floor=NO_FLOOR if floor is None else floor,
+            ceiling=-NO_FLOOR,
+            serving=0,
+            live=0,
+        )
 
 
 @attrs.frozen
 class Scheduled:
-    """Tasks admitted under a budget (see :func:`schedule`).
+    """Tasks admitted under a budget (see :class:`Scheduler`).
 
     ``why``, when given, replaces the budget figures as every step's reason.
     ``warning``, when given, says why this phase may take the group's serving
@@ -114,84 +128,15 @@ class Scheduled:
     warning: str | None = None
 
 
-Phase = Barrier | Scheduled
+#: What a group planner returns: its phases, one after the other.
+Phase = Scheduled
 
 
-def lay_out(phases: Sequence[Phase]) -> list[GroupStep]:
-    """The steps of a group's phases, one phase after the other."""
-    out: list[GroupStep] = []
-    for phase in phases:
-        if isinstance(phase, Barrier):
-            out.extend(phase.steps)
-        else:
-            steps = schedule(phase.tasks, phase.budget)
-            if phase.why is not None:
-                steps = [GroupStep(s.actions, s.waits, phase.why) for s in steps]
-            out.extend(steps)
-    return out
-
-
-def schedule(tasks: Sequence[Task], budget: Budget) -> list[GroupStep]:
-    """Lay ``tasks`` out in steps under ``budget``.
-
-    Raises:
-        PlanningImpossible: when work remains and no task can ever be admitted.
-    """
-    tasks = [t for t in tasks if t.elements]
-    if not tasks:
-        return []
-    waves, queues = queue_tasks(tasks)
-    serving = budget.serving
-    live = budget.live
-    active: list[tuple[Task, int]] = []  # (task, index of next element)
-    out: list[GroupStep] = []
-    wave_i = 0
-    while True:
-        while (
-            wave_i < len(waves)
-            and not any(queues[waves[wave_i]])
-            and not _in_wave(active, waves[wave_i])
-        ):
-            wave_i += 1
-        if wave_i >= len(waves) and not active:
-            break
-        if wave_i < len(waves):
-            new, serving, live = admit_wave(queues[waves[wave_i]], serving, live, budget)
-            active.extend((t, 0) for t in new)
-        if not active:
-            # the wave is blocked: a later wave that can make progress goes first
-            new, serving, live = unblock(queues, waves[wave_i + 1 :], serving, live, budget)
-            active.extend((t, 0) for t in new)
-        if not active:
-            raise PlanningImpossible(_stuck_message(budget, serving, live, queues, waves[wave_i]))
-        actions: list[Action] = []
-        waits: list[Action] = []
-        still: list[tuple[Task, int]] = []
-        done: list[Task] = []
-        for task, i in active:
-            el = task.elements[i]
-            actions.extend(el.actions)
-            waits.extend(el.waits)
-            if i + 1 < len(task.elements):
-                still.append((task, i + 1))
-            else:
-                done.append(task)
-        unavailable = max(0, budget.desired - serving)
-        allowed = min(budget.desired, max(0, budget.desired - budget.floor))
-        why = (
-            f"{budget.group}: {unavailable} of {budget.desired} unavailable "
-            f"(budget {allowed}), {live} machine{'' if live == 1 else 's'} "
-            f"(ceiling {budget.ceiling})"
-        )
-        if budget.note:
-            why += f"; {budget.note}"
-        out.append(GroupStep(tuple(actions), tuple(waits), why))
-        for task in done:
-            serving += task.gain
-            if task.frees_slot:
-                live -= 1
-        active = still
-    return out
+def barrier(group: str, steps: Sequence[Element], *, floor: int | None = None) -> Scheduled:
+    """Steps that run one after another, every action of a step at once: one chained
+    task under an unbounded budget. ``floor``: serving machines the group keeps while
+    they run (an executor holds a take-out that would go below it)."""
+    return Scheduled((Task(steps),), Budget.unbounded(group, floor))
 
 
 Queues = dict[int, tuple[deque[Task], deque[Task], deque[Task]]]
@@ -215,49 +160,146 @@ def queue_tasks(tasks: Sequence[Task]) -> tuple[list[int], Queues]:
     return waves, queues
 
 
-def admit_wave(
-    queues: tuple[deque[Task], deque[Task], deque[Task]],
-    serving: int,
-    live: int,
-    budget: Budget,
-) -> tuple[list[Task], int, int]:
-    """Admit a wave's tasks as the budgets allow: (tasks, serving, live) after."""
-    free, slot, room = queues
-    out: list[Task] = []
-    while free:
-        out.append(free.popleft())
-    while slot and live + 1 <= budget.ceiling:
-        task = slot.popleft()
-        live += 1
-        if task.needs_room:
-            serving -= 1
-        out.append(task)
-    while room and serving - room[0].cost >= budget.floor:
-        task = room.popleft()
-        out.append(task)
-        serving -= task.cost
-    return out, serving, live
+class Scheduler:
+    """Admits a phase's tasks as its budget allows, one region wave at a time.
+
+    ``admit()`` returns the tasks that may start now (taking room and slots);
+    ``done(task)`` gives back what a finished task returns. The preview
+    (:func:`schedule`) and the executor drive the same object.
+    """
+
+    def __init__(self, phase: Scheduled) -> None:
+        self.phase = phase
+        self.budget = phase.budget
+        self.waves, self.queues = queue_tasks([t for t in phase.tasks if t.elements])
+        self.serving = phase.budget.serving
+        self.live = phase.budget.live
+        self.active = 0
+        self._wave_i = 0
+        self._active_by_wave: dict[int, int] = {}
+
+    @property
+    def group(self) -> str:
+        return self.budget.group
+
+    @property
+    def finished(self) -> bool:
+        """Every task admitted and done."""
+        return self.active == 0 and all(not any(q) for q in self.queues.values())
+
+    @property
+    def stuck(self) -> bool:
+        """Work remains and nothing runs (after an ``admit()`` that gave nothing)."""
+        return self.active == 0 and not self.finished
+
+    def admit(self) -> list[Task]:
+        """The tasks the budgets allow now."""
+        while (
+            self._wave_i < len(self.waves)
+            and not any(self.queues[self.waves[self._wave_i]])
+            and not self._active_by_wave.get(self.waves[self._wave_i])
+        ):
+            self._wave_i += 1
+        if self._wave_i >= len(self.waves):
+            return []
+        out = self._admit_wave(self.waves[self._wave_i])
+        if not out and self.active == 0:
+            # the wave is blocked: a later wave that can make progress goes first, so
+            # that region waves never make a possible plan impossible
+            for wave in self.waves[self._wave_i + 1 :]:
+                out = self._admit_wave(wave)
+                if out:
+                    break
+        self.active += len(out)
+        for t in out:
+            self._active_by_wave[t.wave] = self._active_by_wave.get(t.wave, 0) + 1
+        return out
+
+    def done(self, task: Task) -> None:
+        """``task``'s last element is done: it returns its budget."""
+        self.active -= 1
+        self._active_by_wave[task.wave] -= 1
+        self.serving += task.gain
+        if task.frees_slot:
+            self.live -= 1
+
+    def _admit_wave(self, wave: int) -> list[Task]:
+        free, slot, room = self.queues[wave]
+        out: list[Task] = []
+        while free:
+            out.append(free.popleft())
+        while slot and self.live + 1 <= self.budget.ceiling:
+            task = slot.popleft()
+            self.live += 1
+            if task.needs_room:
+                self.serving -= 1
+            out.append(task)
+        while room and self.serving - room[0].cost >= self.budget.floor:
+            task = room.popleft()
+            out.append(task)
+            self.serving -= task.cost
+        return out
+
+    def why(self) -> str:
+        """The reason of a step laid out now: the budget's figures."""
+        b = self.budget
+        unavailable = max(0, b.desired - self.serving)
+        allowed = min(b.desired, max(0, b.desired - b.floor))
+        why = (
+            f"{b.group}: {unavailable} of {b.desired} unavailable "
+            f"(budget {allowed}), {self.live} machine{'' if self.live == 1 else 's'} "
+            f"(ceiling {b.ceiling})"
+        )
+        return f"{why}; {b.note}" if b.note else why
+
+    def stuck_message(self) -> str:
+        wave = self.waves[min(self._wave_i, len(self.waves) - 1)]
+        return _stuck_message(self.budget, self.serving, self.live, self.queues, wave)
 
 
-def unblock(
-    queues: dict[int, tuple[deque[Task], deque[Task], deque[Task]]],
-    later: Sequence[int],
-    serving: int,
-    live: int,
-    budget: Budget,
-) -> tuple[list[Task], int, int]:
-    """When the current wave can admit nothing and nothing runs, the first later wave
-    with something admissible goes ahead (a repair, a create, a retirement that frees
-    a slot), so that region waves never make a possible plan impossible."""
-    for wave in later:
-        out, serving, live = admit_wave(queues[wave], serving, live, budget)
-        if out:
-            return out, serving, live
-    return [], serving, live
+def lay_out(phases: Sequence[Phase]) -> list[Element]:
+    """The steps of a group's phases, one phase after the other."""
+    out: list[Element] = []
+    for phase in phases:
+        out.extend(schedule(phase))
+    return out
 
 
-def _in_wave(active: list[tuple[Task, int]], wave: int) -> bool:
-    return any(t.wave == wave for t, _ in active)
+def schedule(phase: Scheduled) -> list[Element]:
+    """Lay ``phase`` out in steps: every element of a step finishes at its end.
+
+    Raises:
+        PlanningImpossible: when work remains and no task can ever be admitted.
+    """
+    sch = Scheduler(phase)
+    active: list[tuple[Task, int]] = []  # (task, index of next element)
+    out: list[Element] = []
+    while True:
+        active.extend((t, 0) for t in sch.admit())
+        if not active:
+            if sch.finished:
+                return out
+            raise PlanningImpossible(sch.stuck_message())
+        actions: list[Action] = []
+        waits: list[Action] = []
+        whys: list[str] = []
+        still: list[tuple[Task, int]] = []
+        done: list[Task] = []
+        for task, i in active:
+            el = task.elements[i]
+            actions.extend(el.actions)
+            waits.extend(el.waits)
+            if el.why is not None:
+                whys.append(el.why)
+            if i + 1 < len(task.elements):
+                still.append((task, i + 1))
+            else:
+                done.append(task)
+        why = phase.why if phase.why is not None else (whys[0] if whys else sch.why())
+        out.append(Element(tuple(actions), tuple(waits), why))
+        for task in done:
+            sch.done(task)
+        active = still
 
 
 def _stuck_message(

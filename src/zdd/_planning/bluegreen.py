@@ -33,7 +33,7 @@ from ._core import (
     rollback_options,
     rolling_tasks,
 )
-from ._schedule import Barrier, Element, GroupStep, Phase, Scheduled, Task
+from ._schedule import Element, GroupStep, Phase, Scheduled, Task, barrier
 
 SWITCHED = "switched"
 
@@ -185,7 +185,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             f"{ctx.name}: destroy {_n(len(blues), 'blue')}",
         )
     )
-    return [Barrier(tuple(steps), floor=n)]
+    return [barrier(ctx.name, steps, floor=n)]
 
 
 def _n(count: int, noun: str) -> str:

@@ -29,7 +29,7 @@ from ._core import (
     rollback_options,
     rolling_phase,
 )
-from ._schedule import Barrier, GroupStep, Phase, Task
+from ._schedule import GroupStep, Phase, Task, barrier
 
 PASSED = "passed"
 
@@ -100,7 +100,7 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
         else:
             region = _canary_region(ctx)
             key = ctx.new_keys(region, "canary", 1)[0]
-            pre = create_task(ctx, key, region, "canary", release=False).elements
+            pre = list(create_task(ctx, key, region, "canary", release=False).elements)
             canaries_ids = [key]
         steps += _barrier(ctx, [Task(pre)], why)
         steps.append(
@@ -119,7 +119,7 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
                 f"{ctx.name}: destroy the canary",
             )
         )
-    return [Barrier(tuple(steps)), rolling_phase(ctx, s.then, others)]
+    return [barrier(ctx.name, steps), rolling_phase(ctx, s.then, others)]
 
 
 def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
@@ -231,7 +231,7 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
         )
         for key in new_keys
     ]
-    return [Barrier(tuple(steps)), rolling_phase(ctx, s.then, projected, extra=have)]
+    return [barrier(ctx.name, steps), rolling_phase(ctx, s.then, projected, extra=have)]
 
 
 def rollback(strategy: Canary) -> Rolling:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
+
 from .._config import Immediate
 from .._model import Desired, MachineState
 from .._plan import Action, Create, Destroy, Start, Uncordon, Update
@@ -57,13 +59,8 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 hidden=False,
             )
             tasks.append(Task([Element((create,))]))
-    budget = Budget(
-        group=ctx.name,
-        desired=ctx.spec.count,
-        floor=-(10**12),
-        ceiling=10**12,
-        serving=0,
-        live=len(ctx.machines),
+    budget = attrs.evolve(
+        Budget.unbounded(ctx.name), desired=ctx.spec.count, live=len(ctx.machines)
     )
     warning = None
     if restarts and protects(ctx):
