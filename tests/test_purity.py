@@ -28,6 +28,7 @@ PURE = [
     "_project.py",
     "_durations.py",
     "_errors.py",
+    "_record.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
 ]
 ALLOWED_STDLIB = {
@@ -42,7 +43,16 @@ ALLOWED_STDLIB = {
     "attrs",
     "typing_extensions",
 }
-PURE_INTERNAL = {"_model", "_plan", "_project", "_durations", "_errors", "_config", "_planning"}
+PURE_INTERNAL = {
+    "_model",
+    "_plan",
+    "_project",
+    "_durations",
+    "_errors",
+    "_config",
+    "_planning",
+    "_record",
+}
 FORBIDDEN_NAMES = {"open", "print", "input", "exec", "eval", "__import__", "breakpoint"}
 
 

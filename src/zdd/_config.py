@@ -22,6 +22,7 @@ from ._durations import parse_duration
 from ._errors import InvalidConfig, ZddError
 from ._model import Desired, FleetState, GroupSpec, HealthCheck, Mount, Release
 from ._plan import redact_command
+from ._record import RecordView
 
 __all__ = [
     "STRATEGY_NAMES",
@@ -453,7 +454,7 @@ class Config:
     def desired(self, state: FleetState, version: str) -> Desired:
         """Keep ``state``'s shape, move every group to ``version`` under this config."""
         groups = set(state.groups())
-        groups.update(k.removeprefix("desired.") for k in state.record if k.startswith("desired."))
+        groups.update(RecordView(state.record).desired_groups())
         releases = {g: self.release(version, g) for g in groups}
         desired = Desired.from_fleet(state, releases)
         return Desired(

@@ -53,9 +53,7 @@ from ._errors import (
 from ._model import Desired, FleetState, Health, Machine, MachineState
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
 from ._planning import (
-    DEPLOYING,
     NO_FLOOR,
-    ROLLING_BACK,
     Blueprint,
     Element,
     Scheduled,
@@ -66,6 +64,16 @@ from ._planning import (
     rollback_desired,
     rollback_strategy,
     target_of,
+)
+from ._record import (
+    APPROVED,
+    PHASE,
+    ROLLBACK_OF,
+    ROLLING_BACK,
+    TARGET,
+    RecordView,
+    gate_key,
+    pause_key,
 )
 from .providers import Provider
 from .reporters import Reporter
@@ -347,10 +355,8 @@ class ExecutorCore:
     def _begin_planning(self, state: FleetState) -> None:
         self._stage = "idle"
         self._record = dict(state.record)
-        phase = state.record.get("phase")
-        rb_of = state.record.get("rollback_of")
         try:
-            if phase == ROLLING_BACK and rb_of == self._forward_target:
+            if RecordView(state.record).rolling_back(self._forward_target):
                 # resuming a rollback of this very deployment
                 self._prepare_rollback(state)
                 self.mode = "rollback"
@@ -488,9 +494,9 @@ class ExecutorCore:
                 self.mode = "rollback"
                 assert self._rollback_desired is not None
                 values = {
-                    "phase": ROLLING_BACK,
-                    "target": target_of(self._rollback_desired),
-                    "rollback_of": self._forward_target,
+                    PHASE: ROLLING_BACK,
+                    TARGET: target_of(self._rollback_desired),
+                    ROLLBACK_OF: self._forward_target,
                 }
                 # plan as the resumed rollback will see it: the record already says so
                 state = FleetState(machines=state.machines, record=state.record.update(values))
@@ -864,8 +870,8 @@ class ExecutorCore:
                 self._booted_since_watch.discard(machine)
                 self._emit(self.reporter.waiting, self._elapsed, f"{machine} healthy")
             elif isinstance(w, Pause):
-                key = f"pause.{w.key}"
-                started = _float(self._record.get(key))
+                key = pause_key(w.key)
+                started = RecordView(self._record).pause_started(w.key)
                 if started is None:
                     started = self._now
                     self._record[key] = repr(started)
@@ -906,7 +912,7 @@ class ExecutorCore:
     def _check_waits(self, run: _Run) -> None:
         for w in list(run.waits):
             if isinstance(w, Pause):
-                started = _float(self._record.get(f"pause.{w.key}")) or self._now
+                started = RecordView(self._record).pause_started(w.key) or self._now
                 if self._now >= started + w.duration:
                     run.waits.remove(w)
                 else:
@@ -919,15 +925,15 @@ class ExecutorCore:
             self._element_done(run)
 
     def _check_gate(self, run: _Run, gate: Gate) -> None:
-        if self._record.get(f"gate.{gate.name}") == "approved":
+        if RecordView(self._record).approved(gate.name):
             run.waits.remove(gate)
             return
         result = self.options.gate(gate.name)
         self._emit(self.reporter.gate, self._elapsed, gate.name, result)
         if result == "pass":
             run.waits.remove(gate)
-            self._record[f"gate.{gate.name}"] = "approved"
-            self._enqueue_side(Label(group="*", values={f"gate.{gate.name}": "approved"}))
+            self._record[gate_key(gate.name)] = APPROVED
+            self._enqueue_side(Label(group="*", values={gate_key(gate.name): APPROVED}))
         elif result == "fail":
             self._fail(f"gate {gate.name!r} failed")
         elif self._now - run.waits_started >= self.options.gate_timeout:
@@ -1013,10 +1019,7 @@ class ExecutorCore:
             self._finish("failed", reason)
 
     def _can_roll_back(self) -> bool:
-        if (
-            self._record.get("phase") != DEPLOYING
-            or self._record.get("target") != self._forward_target
-        ):
+        if not RecordView(self._record).deploying(self._forward_target):
             return False  # nothing was changed yet (the release command failed, or earlier)
         return can_roll_back(self.strategy, self._record, self.desired)
 
@@ -1111,15 +1114,6 @@ _BOOTING = frozenset(
 
 def _work(phase: Scheduled) -> bool:
     return any(t.elements for t in phase.tasks)
-
-
-def _float(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 # -- the threaded driver -----------------------------------------------------------

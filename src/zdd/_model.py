@@ -13,6 +13,7 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
+from . import _record
 from ._errors import InvalidConfig, InvalidFleetState
 
 __all__ = [
@@ -359,22 +360,17 @@ class GroupSpec:
 
 def encode_regions(regions: Mapping[str, int]) -> str:
     """``{"ams": 2, "ord": 3}`` -> ``"ams:2,ord:3"`` (for the deployment record)."""
-    return ",".join(f"{r}:{n}" for r, n in sorted(regions.items()))
+    return _record.encode_regions(regions)
 
 
 def decode_regions(text: str) -> dict[str, int]:
     """The inverse of :func:`encode_regions`; malformed text is an invalid fleet state."""
-    out: dict[str, int] = {}
-    if not text:
-        return out
-    for part in text.split(","):
-        region, sep, n = part.rpartition(":")
-        if not sep or not region or not n.isdigit():
-            raise InvalidFleetState(
-                f"malformed desired shape {text!r} in the deployment record", field="record"
-            )
-        out[region] = int(n)
-    return out
+    try:
+        return _record.decode_regions(text)
+    except _record.MalformedRecord:
+        raise InvalidFleetState(
+            f"malformed desired shape {text!r} in the deployment record", field="record"
+        ) from None
 
 
 def _sorted_groups(groups: Iterable[GroupSpec]) -> tuple[GroupSpec, ...]:
@@ -421,12 +417,11 @@ class Desired:
         at the fleet it started from rather than at its own half-way point.
         """
         counts: dict[str, dict[str, int]] = {}
-        if state.record.get("phase") == "deploying" and any(
-            k.startswith("desired.") for k in state.record
-        ):
-            for key, value in state.record.items():
-                if key.startswith("desired."):
-                    counts[key.removeprefix("desired.")] = decode_regions(value)
+        record = _record.RecordView(state.record)
+        shapes = record.desired_groups()
+        if record.phase == _record.DEPLOYING and shapes:
+            for group, value in shapes.items():
+                counts[group] = decode_regions(value)
         else:
             for m in state.machines:
                 if m.live:

@@ -26,6 +26,7 @@ from ._plan import (
     Update,
     WaitHealthy,
 )
+from ._record import APPROVED, gate_key
 
 __all__ = ["apply_actions", "apply_step", "replay"]
 
@@ -53,7 +54,7 @@ def apply_actions(state: FleetState, actions: Iterable[Action]) -> FleetState:
             elif m is not None:
                 machines[m.id] = attrs.evolve(m, labels=m.labels.update(a.values))
         elif isinstance(a, Gate):
-            record = record.set(f"gate.{a.name}", "approved")
+            record = record.set(gate_key(a.name), APPROVED)
         elif m is None:
             continue
         elif isinstance(a, Update):

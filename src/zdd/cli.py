@@ -42,6 +42,7 @@ from ._fleetjson import load_fleet
 from ._model import Desired, FleetState, HealthCheck, Release
 from ._plan import Plan
 from ._planning import assume_checks_pass, plan
+from ._record import RecordView
 from ._version import __version__
 from .reporters import JsonLinesReporter, TextReporter
 from .sim import simulate
@@ -320,10 +321,10 @@ _VERSION = re.compile(r"^v(\d+)$")
 
 
 def _next_version(state: FleetState) -> str:
-    if state.record.get("phase") in ("deploying", "rolling_back"):
+    record = RecordView(state.record)
+    if record.in_progress():
         # resuming: the deployment in progress says where it was going
-        target = state.record.get("rollback_of") or state.record.get("target", "")
-        versions = {part.partition("=")[2] for part in target.split(",") if "=" in part}
+        versions = set(record.target_versions().values())
         if len(versions) == 1:
             return versions.pop()
     numbers = []

@@ -27,6 +27,20 @@ from .._model import (
     encode_regions,
 )
 from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
+from .._record import (
+    DEPLOYING,
+    DONE,
+    PHASE,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    STRATEGY,
+    TARGET,
+    RecordView,
+    desired_key,
+    encode_target,
+    from_key,
+    start_key,
+)
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
 from ._schedule import NO_FLOOR, Budget, Element, Phase, Scheduled, Scheduler, Task, lay_out
@@ -52,12 +66,6 @@ __all__ = [
     "plan",
     "target_of",
 ]
-
-#: Values of the record's ``phase``.
-DEPLOYING = "deploying"
-DONE = "done"
-ROLLING_BACK = "rolling_back"
-ROLLED_BACK = "rolled_back"
 
 
 @attrs.frozen
@@ -118,10 +126,11 @@ def rollback_desired(state: FleetState, forward: Desired) -> Desired:
     (``start.<group>``)."""
     groups = []
     for spec in forward.groups:
-        version = state.record.get(f"from.{spec.name}")
+        record = RecordView(state.record)
+        version = record.from_version(spec.name)
         if version is None:
             continue  # a group that did not exist before: nothing to go back to
-        shape = state.record.get(f"start.{spec.name}") or state.record.get(f"desired.{spec.name}")
+        shape = record.start(spec.name) or record.desired(spec.name)
         regions = decode_regions(shape) if shape else dict(spec.regions)
         groups.append(
             GroupSpec(
@@ -151,7 +160,7 @@ def assume_checks_pass(state: FleetState) -> tuple[FleetState, tuple[str, ...]]:
 
 def target_of(desired: Desired) -> str:
     """The deployment's identity in the record: ``group=version`` pairs."""
-    return ",".join(f"{g.name}={g.release.version}" for g in desired.groups)
+    return encode_target((g.name, g.release.version) for g in desired.groups)
 
 
 @attrs.frozen
@@ -221,22 +230,17 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
         raise InvalidConfig(f"expected a Desired, got {type(desired).__name__}", field="desired")
     planner = _module(strategy).plan_group
     target = target_of(desired)
-    if (
-        state.record.get("phase") == ROLLING_BACK
-        and state.record.get("rollback_of") == target
-        and state.record.get("target") != target
-    ):
+    record = RecordView(state.record)
+    if record.rolling_back(target) and record.target != target:
         # this very deployment is being rolled back: plan the rollback (what a resumed
         # executor does), as the strategy's own module says it goes
         bp = blueprint(state, rollback_desired(state, desired), rollback_strategy(strategy))
         return attrs.evolve(bp, summary=f"rollback of {target}: {bp.summary}")
-    phase = state.record.get("phase")
-    same = state.record.get("target") == target
-    rolling_back = phase == ROLLING_BACK and same
-    in_progress = (phase == DEPLOYING and same) or rolling_back
+    rolling_back = record.phase == ROLLING_BACK and record.target == target
+    in_progress = record.deploying(target) or rolling_back
     if not rolling_back:
         _validate(state, desired, strategy)
-    record = state.record if in_progress else FrozenMap[str]()
+    kept = state.record if in_progress else FrozenMap[str]()
     waves = _wave_order(state, desired, strategy)
     used_keys = frozenset(m.labels["zdd.key"] for m in state.machines if "zdd.key" in m.labels)
     by_group: dict[str, list[Machine]] = {}
@@ -249,7 +253,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
             spec=spec,
             machines=tuple(by_group.pop(spec.name, ())),
             strategy=strategy,
-            record=record,
+            record=kept,
             used_keys=used_keys,
             waves=waves,
         )
@@ -278,7 +282,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
         )
     suffix: list[Step] = []
     if rolling_back:
-        done = Label(group=APP, values={"phase": ROLLED_BACK})
+        done = Label(group=APP, values={PHASE: ROLLED_BACK})
         suffix.append(Step(actions=[done], why="record the rollback done"))
     else:
         if strategy.post_deploy_command:
@@ -291,7 +295,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
                     "post-deploy command, once every machine runs the release",
                 )
             )
-        done = Label(group=APP, values={"phase": DONE})
+        done = Label(group=APP, values={PHASE: DONE})
         suffix.append(Step(actions=[done], why="record the deployment done"))
     warnings = tuple(
         p.warning
@@ -316,9 +320,9 @@ def _command_step(phase: str, command: str, timeout: float, target: str, why: st
 
 def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dict[str, str]:
     """What the deployment's first label writes: its target, shape and starting versions."""
-    values = {"target": target_of(desired), "phase": DEPLOYING, "strategy": strategy.name}
+    values = {TARGET: target_of(desired), PHASE: DEPLOYING, STRATEGY: strategy.name}
     for spec in desired.groups:
-        values[f"desired.{spec.name}"] = encode_regions(spec.regions)
+        values[desired_key(spec.name)] = encode_regions(spec.regions)
         counts: dict[str, int] = {}
         shape: dict[str, int] = {}
         for m in state.machines:
@@ -327,10 +331,10 @@ def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dic
                 shape[m.region] = shape.get(m.region, 0) + 1
         if shape:
             # the shape it started from: what a rollback restores
-            values[f"start.{spec.name}"] = encode_regions(shape)
+            values[start_key(spec.name)] = encode_regions(shape)
         if counts:
             # the version most of the group runs: what a rollback goes back to
-            values[f"from.{spec.name}"] = max(sorted(counts), key=lambda v: counts[v])
+            values[from_key(spec.name)] = max(sorted(counts), key=lambda v: counts[v])
     return values
 
 

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from .._config import BlueGreen, Rolling
 from .._model import Desired, Machine, MachineState
 from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
+from .._record import SWITCHED, RecordView, bluegreen_key
 from ._core import (
     RUNNING,
     GroupContext,
@@ -34,8 +35,6 @@ from ._core import (
     rolling_tasks,
 )
 from ._schedule import Element, GroupStep, Phase, Scheduled, Task, barrier
-
-SWITCHED = "switched"
 
 
 def plan_group(ctx: GroupContext) -> list[Phase]:
@@ -57,7 +56,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
     for m in blues:
         ensure_no_volume(m, ctx.name)
     steps: list[GroupStep] = []
-    switched = ctx.record.get(f"bluegreen.{ctx.name}") == SWITCHED
+    switched = RecordView(ctx.record).switched(ctx.name)
     green_ids = [m.id for m in greens]
     extra: list[Machine] = []
     if not switched:
@@ -90,7 +89,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 )
             )
         # 2. the switch gate
-        if s.switch_gate and ctx.record.get(f"gate.{s.switch_gate}") != "approved":
+        if s.switch_gate and not RecordView(ctx.record).approved(s.switch_gate):
             steps.append(
                 GroupStep(
                     (),
@@ -111,7 +110,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
             )
         steps.append(
             GroupStep(
-                (Label(group=ctx.name, values={f"bluegreen.{ctx.name}": SWITCHED}),),
+                (Label(group=ctx.name, values={bluegreen_key(ctx.name): SWITCHED}),),
                 (
                     Pause(
                         group=ctx.name,
@@ -201,6 +200,5 @@ def rollback(strategy: BlueGreen) -> Rolling:
 def can_roll_back(strategy: BlueGreen, record: Mapping[str, str], desired: Desired) -> bool:
     """Only before the switch: after it the greens serve, and going back would be a
     new deployment."""
-    return strategy.auto_rollback and not any(
-        record.get(f"bluegreen.{g.name}") == SWITCHED for g in desired.groups
-    )
+    view = RecordView(record)
+    return strategy.auto_rollback and not any(view.switched(g.name) for g in desired.groups)

@@ -21,6 +21,7 @@ from .._config import Canary, Rolling
 from .._errors import InvalidFleetState
 from .._model import Desired, Health, Machine, MachineState
 from .._plan import Destroy, Gate, Label, Pause, Uncordon
+from .._record import PASSED, RecordView, canary_key
 from ._core import (
     GroupContext,
     create_task,
@@ -30,8 +31,6 @@ from ._core import (
     rolling_phase,
 )
 from ._schedule import GroupStep, Phase, Task, barrier
-
-PASSED = "passed"
 
 
 def _canaries(ctx: GroupContext) -> list[Machine]:
@@ -92,7 +91,7 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
     s = ctx.strategy
     assert isinstance(s, Canary)
     steps: list[GroupStep] = []
-    passed = ctx.record.get(f"canary.{ctx.name}") == PASSED
+    passed = RecordView(ctx.record).canary(ctx.name) == PASSED
     why = f"{ctx.name}: canary, a smoke test of {ctx.version} before any machine changes"
     if not passed:
         if canaries:
@@ -105,7 +104,7 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
         steps += _barrier(ctx, [Task(pre)], why)
         steps.append(
             GroupStep(
-                (Label(group=ctx.name, values={f"canary.{ctx.name}": PASSED}),),
+                (Label(group=ctx.name, values={canary_key(ctx.name): PASSED}),),
                 (),
                 f"{ctx.name}: record that the canary passed",
             )
@@ -125,10 +124,10 @@ def _flyctl_form(ctx: GroupContext, canaries: list[Machine], others: list[Machin
 def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, Canary)
-    raw = ctx.record.get(f"canary.{ctx.name}", "0")
-    if not raw.isdigit() or int(raw) > len(s.steps):
+    raw = RecordView(ctx.record).canary(ctx.name) or "0"
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > len(s.steps):
         raise InvalidFleetState(
-            f"canary.{ctx.name} = {raw!r} is not a step count from 0 to {len(s.steps)}",
+            f"{canary_key(ctx.name)} = {raw!r} is not a step count from 0 to {len(s.steps)}",
             field="record",
         )
     done = int(raw)
@@ -189,7 +188,7 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
                     f"{label}: bake",
                 )
             )
-        if step.gate and ctx.record.get(f"gate.{step.gate}") != "approved":
+        if step.gate and not RecordView(ctx.record).approved(step.gate):
             steps.append(
                 GroupStep(
                     (),
@@ -199,7 +198,7 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
             )
         steps.append(
             GroupStep(
-                (Label(group=ctx.name, values={f"canary.{ctx.name}": str(k + 1)}),),
+                (Label(group=ctx.name, values={canary_key(ctx.name): str(k + 1)}),),
                 (),
                 f"{label}: record it",
             )

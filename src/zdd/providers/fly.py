@@ -63,6 +63,7 @@ from .._plan import (
     Uncordon,
     Update,
 )
+from .._record import parse_target
 from . import Capabilities
 
 __all__ = ["DEFAULT_BASE_URL", "FlyMachines"]
@@ -846,8 +847,8 @@ def _decode_record(doc: str) -> tuple[int, dict[str, str]]:
 
 
 def _first_group(target: str) -> str:
-    return target.split(",")[0].partition("=")[0] or "app"
+    return next(iter(parse_target(target)), "app")
 
 
 def _first_version(target: str) -> str:
-    return target.split(",")[0].partition("=")[2] or target
+    return next(iter(parse_target(target).values()), target)

@@ -111,6 +111,7 @@ from .._plan import (
     Update,
     redact_command,
 )
+from .._record import parse_target
 from . import Capabilities
 
 __all__ = ["HAPROXY_MISSING", "LocalProvider", "haproxy_config"]
@@ -1399,8 +1400,7 @@ def _find_haproxy(haproxy: str) -> str:
 
 
 def _target_version(target: str) -> str:
-    first = target.split(",")[0]
-    return first.partition("=")[2] or first
+    return next(iter(parse_target(target).values()), target)
 
 
 def _output(out: bytes | None) -> str:

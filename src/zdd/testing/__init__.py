@@ -21,6 +21,7 @@ from collections.abc import Callable
 from .._errors import ActionFailed, DeploymentLocked, ZddError
 from .._model import FleetState, Machine
 from .._plan import Cordon, Create, Label, Uncordon
+from .._record import DEPLOYING, PHASE, TARGET
 from ..providers import Capabilities, Provider
 
 __all__ = ["check_provider"]
@@ -80,10 +81,10 @@ def _creates_once_per_key(p: Provider) -> None:
 
 
 def _writes_the_record(p: Provider) -> None:
-    p.perform(Label(group="*", values={"phase": "deploying", "target": "app=v2"}))
+    p.perform(Label(group="*", values={PHASE: DEPLOYING, TARGET: "app=v2"}))
     record = p.observe().record
-    assert record.get("phase") == "deploying", "a record label must show in observe().record"
-    assert record.get("target") == "app=v2"
+    assert record.get(PHASE) == DEPLOYING, "a record label must show in observe().record"
+    assert record.get(TARGET) == "app=v2"
 
 
 def _locks(p: Provider) -> None:

@@ -1,0 +1,214 @@
+"""The deployment record's schema: every key zdd writes, spelled here and nowhere else.
+
+The record is a flat map of strings (so that every provider can store it: Fly
+machine metadata, a state file, the simulator's memory). What cannot be read
+from the machines themselves lives in it: which deployment is running, its
+phase, the shape and versions it started from, canary progress, bluegreen's
+switch, gate answers, when a pause began (docs/decisions/0005).
+
+This module is the bottom layer: it imports nothing of zdd's. Writers use the
+key functions; readers use :class:`RecordView`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+__all__ = [
+    "APPROVED",
+    "DEPLOYING",
+    "DONE",
+    "PASSED",
+    "PHASE",
+    "ROLLBACK_OF",
+    "ROLLED_BACK",
+    "ROLLING_BACK",
+    "STRATEGY",
+    "SWITCHED",
+    "TARGET",
+    "RecordView",
+    "bluegreen_key",
+    "canary_key",
+    "decode_regions",
+    "desired_key",
+    "encode_regions",
+    "encode_target",
+    "from_key",
+    "gate_key",
+    "parse_target",
+    "pause_key",
+    "start_key",
+]
+
+#: The deployment's phase: one of the four values below.
+PHASE = "phase"
+DEPLOYING = "deploying"
+DONE = "done"
+ROLLING_BACK = "rolling_back"
+ROLLED_BACK = "rolled_back"
+#: Which deployment: ``group=version`` pairs (:func:`encode_target`).
+TARGET = "target"
+#: The strategy's name.
+STRATEGY = "strategy"
+#: While rolling back: the target of the deployment being rolled back.
+ROLLBACK_OF = "rollback_of"
+
+#: A gate's answer once approved (``gate.<name>``).
+APPROVED = "approved"
+#: Bluegreen's ``bluegreen.<group>`` once the greens took the traffic.
+SWITCHED = "switched"
+#: Canary's ``canary.<group>`` once flyctl's smoke-test canary passed.
+PASSED = "passed"
+
+
+def desired_key(group: str) -> str:
+    """The shape the deployment aims at (machines per region, :func:`encode_regions`)."""
+    return f"desired.{group}"
+
+
+def start_key(group: str) -> str:
+    """The shape the group had when the deployment began: what a rollback restores."""
+    return f"start.{group}"
+
+
+def from_key(group: str) -> str:
+    """The version most of the group ran when the deployment began."""
+    return f"from.{group}"
+
+
+def canary_key(group: str) -> str:
+    """Canary progress: ``passed`` (flyctl's form) or the count of steps done."""
+    return f"canary.{group}"
+
+
+def bluegreen_key(group: str) -> str:
+    """``switched`` once the group's greens took the traffic."""
+    return f"bluegreen.{group}"
+
+
+def gate_key(name: str) -> str:
+    """``approved`` once gate ``name`` passed."""
+    return f"gate.{name}"
+
+
+def pause_key(key: str) -> str:
+    """When the pause (bake, keep-blues, proxy wait) ``key`` began, as a float."""
+    return f"pause.{key}"
+
+
+_DESIRED = desired_key("")
+
+
+def encode_regions(regions: Mapping[str, int]) -> str:
+    """``{"ams": 2, "ord": 3}`` -> ``"ams:2,ord:3"``."""
+    return ",".join(f"{r}:{n}" for r, n in sorted(regions.items()))
+
+
+class MalformedRecord(ValueError):
+    """A record value that does not parse (the model turns it into InvalidFleetState)."""
+
+
+def decode_regions(text: str) -> dict[str, int]:
+    """The inverse of :func:`encode_regions`.
+
+    Raises:
+        MalformedRecord: the text is not ``region:count`` pairs.
+    """
+    out: dict[str, int] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        region, sep, n = part.rpartition(":")
+        if not sep or not region or not (n.isascii() and n.isdigit()):
+            raise MalformedRecord(f"malformed shape {text!r} in the deployment record")
+        out[region] = int(n)
+    return out
+
+
+def encode_target(pairs: Iterable[tuple[str, str]]) -> str:
+    """``[("app", "v2"), ("worker", "v2")]`` -> ``"app=v2,worker=v2"``."""
+    return ",".join(f"{g}={v}" for g, v in pairs)
+
+
+def parse_target(text: str) -> dict[str, str]:
+    """The inverse of :func:`encode_target` (``{}`` for text that is not one)."""
+    out: dict[str, str] = {}
+    for part in text.split(",") if text else ():
+        group, sep, version = part.partition("=")
+        if sep and group:
+            out[group] = version
+    return out
+
+
+@attrs.frozen
+class RecordView:
+    """A typed read view of a deployment record."""
+
+    values: Mapping[str, str]
+
+    @property
+    def phase(self) -> str | None:
+        return self.values.get(PHASE)
+
+    @property
+    def target(self) -> str | None:
+        return self.values.get(TARGET)
+
+    @property
+    def rollback_of(self) -> str | None:
+        return self.values.get(ROLLBACK_OF)
+
+    @property
+    def strategy(self) -> str | None:
+        return self.values.get(STRATEGY)
+
+    def target_versions(self) -> dict[str, str]:
+        """The versions the deployment in the record aims at, per group (while rolling
+        back: those of the deployment being rolled back)."""
+        return parse_target(self.rollback_of or self.target or "")
+
+    def in_progress(self) -> bool:
+        return self.phase in (DEPLOYING, ROLLING_BACK)
+
+    def deploying(self, target: str) -> bool:
+        """The record says deployment ``target`` is under way."""
+        return self.phase == DEPLOYING and self.target == target
+
+    def rolling_back(self, target: str) -> bool:
+        """The record says deployment ``target`` is being rolled back."""
+        return self.phase == ROLLING_BACK and self.rollback_of == target
+
+    def desired_groups(self) -> dict[str, str]:
+        """Each group's ``desired.<group>`` shape, as encoded."""
+        return {
+            k.removeprefix(_DESIRED): v for k, v in self.values.items() if k.startswith(_DESIRED)
+        }
+
+    def desired(self, group: str) -> str | None:
+        return self.values.get(desired_key(group))
+
+    def start(self, group: str) -> str | None:
+        return self.values.get(start_key(group))
+
+    def from_version(self, group: str) -> str | None:
+        return self.values.get(from_key(group))
+
+    def canary(self, group: str) -> str | None:
+        return self.values.get(canary_key(group))
+
+    def switched(self, group: str) -> bool:
+        return self.values.get(bluegreen_key(group)) == SWITCHED
+
+    def approved(self, gate: str) -> bool:
+        return self.values.get(gate_key(gate)) == APPROVED
+
+    def pause_started(self, key: str) -> float | None:
+        raw = self.values.get(pause_key(key))
+        if raw is None:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            return None
