@@ -25,6 +25,15 @@ from hypothesis import strategies as st
 
 import zdd
 from zdd import Health, Machine, MachineState
+from zdd._executor import (
+    ActionDone,
+    Begin,
+    Commands,
+    Event,
+    FullObserved,
+    MachineSeen,
+    Tick,
+)
 from zdd.cli import main
 from zdd.providers.simulated import Faults, ReleaseBehaviour, SimulatedFleet, Traffic
 from zdd.sim import simulate_fleet
@@ -217,13 +226,26 @@ def test_the_readme_flaky_example_holds_its_floor_or_rolls_back() -> None:
 # -- a machine whose health is unknown is not down -------------------------------------
 
 
-def _core(strategy: zdd.Strategy, n: int = 3) -> tuple[zdd.ExecutorCore, zdd.FleetState]:
+class Feed:
+    """Drives an ExecutorCore event by event through its one entry point, as h11's
+    tests drive a Connection: each call hands it one event and answers with the
+    actions it sent, as (kind, machine, ref)."""
+
+    def __init__(self, core: zdd.ExecutorCore) -> None:
+        self.core = core
+        self.last = Commands()
+
+    def __call__(self, event: Event) -> list[tuple[str, str | None, int]]:
+        self.last = self.core.handle(event)
+        return [(p.action.kind, p.action.machine, p.ref) for p in self.last.perform]
+
+
+def _core(strategy: zdd.Strategy, n: int = 3) -> tuple[Feed, zdd.FleetState]:
     state = zdd.FleetState(
         machines=[Machine(id=f"m{i}", version="v1", health=Health.UNKNOWN) for i in range(1, n + 1)]
     )
     desired = zdd.Desired.from_fleet(state, V2)
-    core = zdd.ExecutorCore(desired, strategy)
-    return core, state
+    return Feed(zdd.ExecutorCore(desired, strategy)), state
 
 
 @pytest.mark.parametrize(
@@ -239,34 +261,32 @@ def _core(strategy: zdd.Strategy, n: int = 3) -> tuple[zdd.ExecutorCore, zdd.Fle
 def test_unknown_health_waits_for_a_first_check_result(strategy: zdd.Strategy) -> None:
     """After a proxy restart every check is unknown: the core sends nothing until a
     check result comes in (today's bug: all three stopped and destroyed at once)."""
-    core, state = _core(strategy)
-    core.begin(0.0, state)
-    assert core.commands() == []
-    assert core.watched == {"m1", "m2", "m3"}
-    core.tick(30.0)
-    assert core.commands() == []
+    feed, state = _core(strategy)
+    assert feed(Begin(0.0, state)) == []
+    assert feed.last.watched == {"m1", "m2", "m3"}
+    assert feed.last.report == {"m1", "m2", "m3"}
+    assert feed(Tick(30.0)) == []
     for i, mid in enumerate(("m1", "m2", "m3")):
-        assert not core.wants_full_observe
+        assert not feed.last.full_observe
         passing = attrs.evolve(state.get(mid), health=Health.PASSING)  # type: ignore[arg-type]
-        core.machine_seen(31.0 + i, passing, mid)
-    assert core.wants_full_observe  # every machine reported: plan from a fresh look
+        assert feed(MachineSeen(31.0 + i, mid, passing)) == []
+    assert feed.last.full_observe  # every machine reported: plan from a fresh look
     healthy = zdd.FleetState(
         machines=[attrs.evolve(m, health=Health.PASSING) for m in state.machines]
     )
-    core.full_observed(40.0, healthy)
-    kinds = [c.action.kind for c in core.commands()]
-    assert kinds == ["label"]  # the record first, then the plan runs
+    sent = feed(FullObserved(40.0, healthy))
+    assert [kind for kind, _, _ in sent] == ["label"]  # the record first, then the plan
 
 
 def test_unknown_health_that_never_resolves_fails_with_nothing_changed() -> None:
-    core, state = _core(zdd.Rolling(wait_timeout=60))
-    core.begin(0.0, state)
-    core.tick(61.0)
-    assert core.finished and core.result is not None
-    assert core.result.outcome == "failed"
-    assert "no check result for m1, m2, m3" in (core.result.error or "")
-    assert "nothing was changed" in (core.result.error or "")
-    assert core.commands() == []
+    feed, state = _core(zdd.Rolling(wait_timeout=60))
+    feed(Begin(0.0, state))
+    assert feed(Tick(61.0)) == []
+    result = feed.last.result
+    assert feed.last.finished and result is not None
+    assert result.outcome == "failed"
+    assert "no check result for m1, m2, m3" in (result.error or "")
+    assert "nothing was changed" in (result.error or "")
 
 
 def test_an_unknown_machine_is_cordoned_before_it_is_taken_out() -> None:
@@ -284,45 +304,33 @@ def test_an_unknown_machine_is_cordoned_before_it_is_taken_out() -> None:
     assert first.kind == "cordon"
 
 
-def _sent(core: zdd.ExecutorCore) -> list[tuple[str, str | None, int]]:
-    return [(c.action.kind, c.action.machine, c.ref) for c in core.commands()]
-
-
-def _done(core: zdd.ExecutorCore, now: float, ref: int, m: Machine | None = None) -> None:
-    core.action_done(now, ref, m)
-
-
 def test_a_crashed_machine_holds_the_next_take_out_until_it_serves_again() -> None:
     """Drive the core event by event: rolling 3 machines in place, max_unavailable 1
     (floor 2). While m1 is updated, m3 crashes: the group observes 1 serving. Once m1
     is back, m2's cordon is held (it would leave 1), and sent when m3 serves again."""
     state = zdd.FleetState.uniform(3)
     m1, _, m3 = state.machines
-    core = zdd.ExecutorCore(
-        zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_unavailable=1, drain_delay=0)
+    feed = Feed(
+        zdd.ExecutorCore(
+            zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_unavailable=1, drain_delay=0)
+        )
     )
-    core.begin(0.0, state)
-    ((kind, _, ref),) = _sent(core)
+    ((kind, _, ref),) = feed(Begin(0.0, state))
     assert kind == "label"
-    _done(core, 0.1, ref)
-    ((kind, mid, ref),) = _sent(core)
+    ((kind, mid, ref),) = feed(ActionDone(0.1, ref))
     assert (kind, mid) == ("cordon", "m1")
-    _done(core, 0.2, ref, attrs.evolve(m1, cordoned=True))
-    ((kind, mid, ref),) = _sent(core)
+    ((kind, mid, ref),) = feed(ActionDone(0.2, ref, attrs.evolve(m1, cordoned=True)))
     assert (kind, mid) == ("update", "m1")
-    core.machine_seen(0.3, attrs.evolve(m3, health=Health.CRITICAL), "m3")  # m3 crashes
+    assert feed(MachineSeen(0.3, "m3", attrs.evolve(m3, health=Health.CRITICAL))) == []
     booting = attrs.evolve(m1, version="v2", cordoned=True, state=MachineState.STARTING)
-    _done(core, 0.4, ref, booting)
-    core.machine_seen(5.0, attrs.evolve(booting, state=MachineState.STARTED), "m1")
-    ((kind, mid, ref),) = _sent(core)
+    assert feed(ActionDone(0.4, ref, booting)) == []
+    ((kind, mid, ref),) = feed(MachineSeen(5.0, "m1", attrs.evolve(booting, state="started")))
     assert (kind, mid) == ("uncordon", "m1")
-    _done(core, 5.1, ref, attrs.evolve(m1, version="v2"))
-    assert _sent(core) == []  # m2's cordon is held: m1 and m2 serve, the floor is 2
-    assert core.result is None  # an old machine crashing is no reason to roll back
-    core.tick(10.0)
-    assert [k for k, _, _ in _sent(core)] == []
-    core.machine_seen(12.0, m3, "m3")  # m3 passes again
-    ((kind, mid, _),) = _sent(core)
+    # m2's cordon is held: m1 and m2 serve, the floor is 2
+    assert feed(ActionDone(5.1, ref, attrs.evolve(m1, version="v2"))) == []
+    assert feed.last.result is None  # an old machine crashing is no reason to roll back
+    assert feed(Tick(10.0)) == []
+    ((kind, mid, _),) = feed(MachineSeen(12.0, "m3", m3))  # m3 passes again
     assert (kind, mid) == ("cordon", "m2")
 
 
@@ -333,27 +341,25 @@ def test_a_released_machine_that_fails_at_the_floor_rolls_back() -> None:
     never taken out."""
     state = zdd.FleetState.uniform(3)
     core = zdd.ExecutorCore(zdd.Desired.from_fleet(state, V2), zdd.Rolling(max_surge=1))
-    core.begin(0.0, state)
-    ((_, _, ref),) = _sent(core)
-    _done(core, 0.1, ref)
-    ((kind, _, ref),) = _sent(core)
+    feed = Feed(core)
+    ((_, _, ref),) = feed(Begin(0.0, state))
+    ((kind, _, ref),) = feed(ActionDone(0.1, ref))
     assert kind == "create"
     n1 = Machine(id="n1", version="v2", cordoned=True, health=Health.UNKNOWN)
-    _done(core, 0.2, ref, n1)
-    core.machine_seen(5.0, attrs.evolve(n1, health=Health.PASSING), "n1")
-    ((kind, mid, ref),) = _sent(core)
+    assert feed(ActionDone(0.2, ref, n1)) == []
+    ((kind, mid, ref),) = feed(MachineSeen(5.0, "n1", attrs.evolve(n1, health=Health.PASSING)))
     assert (kind, mid) == ("uncordon", "n1")
-    _done(core, 5.1, ref, attrs.evolve(n1, health=Health.PASSING, cordoned=False))
-    ((kind, mid, ref),) = _sent(core)
+    serving = attrs.evolve(n1, health=Health.PASSING, cordoned=False)
+    ((kind, mid, ref),) = feed(ActionDone(5.1, ref, serving))
     assert (kind, mid) == ("cordon", "m1")
     # seen serving by an observation, then failing its checks (a provider's answer to
     # the uncordon alone does not count: a stale list must not look like a failure)
-    core.machine_seen(5.15, attrs.evolve(n1, health=Health.PASSING, cordoned=False), "n1")
-    core.machine_seen(5.2, attrs.evolve(n1, health=Health.CRITICAL, cordoned=False), "n1")
+    assert feed(MachineSeen(5.15, "n1", serving)) == []
+    assert feed(MachineSeen(5.2, "n1", attrs.evolve(serving, health=Health.CRITICAL))) == []
     assert core.mode == "draining"  # rolling back: the cordon in flight finishes first
-    _done(core, 5.3, ref, attrs.evolve(state.machines[0], cordoned=True))
-    assert all(mid != "m2" for _, mid, _ in _sent(core))
-    assert core.wants_full_observe  # the rollback plans from a fresh look
+    sent = feed(ActionDone(5.3, ref, attrs.evolve(state.machines[0], cordoned=True)))
+    assert all(mid != "m2" for _, mid, _ in sent)
+    assert feed.last.full_observe  # the rollback plans from a fresh look
 
 
 # -- the issue's table, as a user runs it ----------------------------------------------

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import zdd
@@ -29,6 +30,8 @@ PURE = [
     "_durations.py",
     "_errors.py",
     "_record.py",
+    "_executor.py",
+    "_hooks.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
 ]
 ALLOWED_STDLIB = {
@@ -38,6 +41,8 @@ ALLOWED_STDLIB = {
     "typing",
     "enum",
     "math",
+    "heapq",
+    "itertools",
     "json",
     "re",
     "attrs",
@@ -52,6 +57,8 @@ PURE_INTERNAL = {
     "_config",
     "_planning",
     "_record",
+    "_executor",
+    "_hooks",
 }
 FORBIDDEN_NAMES = {"open", "print", "input", "exec", "eval", "__import__", "breakpoint"}
 
@@ -108,6 +115,70 @@ def _trap(*_: Any, **__: Any) -> Any:
     raise AssertionError("the planning core touched the outside world")
 
 
+_TRAPS = [
+    (time, "time"),
+    (time, "monotonic"),
+    (time, "perf_counter"),
+    (time, "sleep"),
+    (random, "random"),
+    (random, "randint"),
+    (random, "choice"),
+    (os, "urandom"),
+    (builtins, "open"),
+    (builtins, "print"),
+    (socket, "socket"),
+    (logging.Logger, "_log"),
+]
+
+
+def test_the_executor_core_runs_with_the_world_booby_trapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The executor's core, event by event, with no clock, randomness, file, socket or
+    logging available: it decides from the events alone (the driver owns the world)."""
+    from zdd._executor import ActionDone, Begin, FullObserved, MachineSeen, Tick
+
+    state = zdd.FleetState.uniform(2)
+    release = zdd.Release(version="v2", checks=[zdd.HealthCheck(type="tcp")])
+    core = zdd.ExecutorCore(zdd.Desired.from_fleet(state, release), zdd.Rolling(drain_delay=0))
+    for target, attr in _TRAPS:
+        monkeypatch.setattr(target, attr, _trap)
+    machines = {m.id: m for m in state.machines}
+    pending: list[Any] = []
+    now = 0.0
+
+    def handle(event: Any) -> Any:
+        cmds = core.handle(event)
+        pending.extend(cmds.perform)
+        return cmds
+
+    cmds = handle(Begin(now, state))
+    for _ in range(500):
+        if cmds.finished:
+            break
+        now += 1.0
+        if cmds.full_observe and not pending:
+            cmds = handle(FullObserved(now, zdd.FleetState(machines=machines.values())))
+        elif pending:
+            p = pending.pop(0)
+            a = p.action
+            m = machines.get(a.machine or "")
+            if a.kind == "update" and m is not None:
+                m = attrs.evolve(m, version=a.version)
+            elif a.kind in ("cordon", "uncordon") and m is not None:
+                m = attrs.evolve(m, cordoned=a.kind == "cordon")
+            if m is not None:
+                machines[m.id] = m
+            cmds = handle(ActionDone(now, p.ref, m))
+        else:
+            for mid in sorted(cmds.watched):
+                if mid in machines:
+                    cmds = handle(MachineSeen(now, mid, machines[mid]))
+            cmds = handle(Tick(now))
+    assert cmds.finished and cmds.result is not None
+    assert cmds.result.outcome == "converged", cmds.result.error
+
+
 def test_planning_runs_with_the_world_booby_trapped(monkeypatch: pytest.MonkeyPatch) -> None:
     state = zdd.FleetState.uniform(5)
     release = zdd.Release(version="v2", checks=[zdd.HealthCheck(type="tcp")])
@@ -118,20 +189,7 @@ def test_planning_runs_with_the_world_booby_trapped(monkeypatch: pytest.MonkeyPa
         zdd.BlueGreen(),
         zdd.Canary(steps=[zdd.CanaryStep(machines=2, bake=60)]),
     ]
-    for target, attr in [
-        (time, "time"),
-        (time, "monotonic"),
-        (time, "perf_counter"),
-        (time, "sleep"),
-        (random, "random"),
-        (random, "randint"),
-        (random, "choice"),
-        (os, "urandom"),
-        (builtins, "open"),
-        (builtins, "print"),
-        (socket, "socket"),
-        (logging.Logger, "_log"),
-    ]:
+    for target, attr in _TRAPS:
         monkeypatch.setattr(target, attr, _trap)
     for strategy in strategies:
         plan = zdd.plan(state, desired, strategy)

@@ -11,40 +11,13 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._hooks import Reporter
 from ._plan import Action, redact_command
 
 if TYPE_CHECKING:
-    from ._execute import DeployResult
+    from ._executor import DeployResult
 
 __all__ = ["JsonLinesReporter", "Reporter", "TextReporter"]
-
-
-class Reporter:
-    """Hooks called by the executor; all do nothing here."""
-
-    def deployment_started(self, elapsed: float, summary: str, strategy: str) -> None:
-        """A deployment (or its resumption) began."""
-
-    def step_started(self, elapsed: float, why: str) -> None:
-        """A step, or a phase of a group, began; ``why`` says what it is for."""
-
-    def action_started(self, elapsed: float, action: Action) -> None:
-        """The executor asked the provider to carry out ``action``."""
-
-    def action_finished(self, elapsed: float, action: Action, error: str | None) -> None:
-        """``action`` is done (``error`` is ``None``) or failed for good."""
-
-    def waiting(self, elapsed: float, what: str) -> None:
-        """The executor waits: for a machine's health, a pause, a drain."""
-
-    def gate(self, elapsed: float, name: str, result: str) -> None:
-        """A gate was evaluated: ``pass``, ``fail``, ``inconclusive`` or ``pending``."""
-
-    def rollback_started(self, elapsed: float, reason: str) -> None:
-        """The deployment failed and the executor is rolling back."""
-
-    def finished(self, elapsed: float, result: DeployResult) -> None:
-        """The deployment is over: converged, rolled back, or failed."""
 
 
 def _describe(action: Action) -> str:

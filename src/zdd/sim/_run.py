@@ -1,4 +1,4 @@
-"""The virtual-clock driver: runs an :class:`~zdd._execute.ExecutorCore` on a simulated fleet."""
+"""The virtual-clock driver: runs an :class:`~zdd._executor.ExecutorCore` on a simulated fleet."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ import math
 
 from .._config import Strategy
 from .._errors import DeploymentLocked, InvalidConfig
-from .._execute import ExecuteOptions, ExecutorCore, GateResult
+from .._executor import (
+    Abort,
+    ActionDone,
+    ActionError,
+    Begin,
+    Commands,
+    Event,
+    ExecuteOptions,
+    ExecutorCore,
+    FullObserved,
+    GateResult,
+    MachineSeen,
+    Tick,
+)
 from .._model import Desired, FleetState, FrozenMap, Health, Machine
 from ..providers.simulated import Faults, HealthMode, ReleaseBehaviour, SimulatedFleet, Traffic
 from ..reporters import Reporter
@@ -174,80 +187,73 @@ def _run_core(
     budget: int | None,
     max_time: float,
 ) -> tuple[bool, int]:
-    """Drive ``core`` until it finishes; (crashed, actions performed)."""
+    """Drive ``core`` until it finishes; (crashed, actions performed). The driver is a
+    loop over the core's one entry point, :meth:`ExecutorCore.handle`: every change
+    of every machine is reported the moment it happens (the floor is held against
+    what is observed), every action completes on the fleet's virtual clock."""
     alive = [True]
     performed = [0]
     next_tick = [float("inf")]
+    last = [Commands()]
 
-    def process() -> None:
-        while alive[0]:
-            progressed = False
-            for cmd in core.commands():
-                if budget is not None and performed[0] >= budget:
-                    alive[0] = False  # the executor dies here
-                    return
-                performed[0] += 1
-                progressed = True
-                ref = cmd.ref
+    def feed(event: Event) -> None:
+        if not alive[0]:
+            return
+        cmds = core.handle(event)
+        last[0] = cmds
+        for p in cmds.perform:
+            if budget is not None and performed[0] >= budget:
+                alive[0] = False  # the executor dies here
+                return
+            performed[0] += 1
+            ref = p.ref
 
-                def done(m: Machine | None, ref: int = ref) -> None:
-                    if alive[0]:
-                        core.action_done(fleet.now, ref, m)
-                        process()
+            def done(m: Machine | None, ref: int = ref) -> None:
+                feed(ActionDone(fleet.now, ref, m))
 
-                def failed(e: Exception, ref: int = ref) -> None:
-                    if alive[0]:
-                        transient = bool(getattr(e, "transient", False))
-                        core.action_failed(fleet.now, ref, str(e), transient=transient)
-                        process()
+            def failed(e: Exception, ref: int = ref) -> None:
+                transient = bool(getattr(e, "transient", False))
+                feed(ActionError(fleet.now, ref, str(e), transient=transient))
 
-                fleet.perform_async(cmd.action, done, failed)
-            for mid in core.take_new_watches():
-                progressed = True
-                core.machine_seen(fleet.now, fleet.machine(mid), mid)
-            if core.wants_full_observe:
-                progressed = True
-                core.full_observed(fleet.now, fleet.observe())
-            if not progressed:
-                break
-        wake = core.wake_at
+            fleet.perform_async(p.action, done, failed)
+        for mid in sorted(cmds.report):
+            feed(MachineSeen(fleet.now, mid, fleet.machine(mid)))
+        if last[0].full_observe and alive[0]:
+            feed(FullObserved(fleet.now, fleet.observe()))
+        latest = last[0]
+        wake = latest.wake_at
         if (
             wake is not None
-            and not core.finished
+            and not latest.finished
             and (wake < next_tick[0] or next_tick[0] <= fleet.now)
         ):
             next_tick[0] = wake
             fleet.schedule(wake, tick)
 
     def tick() -> None:
-        if alive[0] and not core.finished:
-            core.tick(fleet.now)
-            process()
+        if not last[0].finished:
+            feed(Tick(fleet.now))
 
     def listener(machine_id: str) -> None:
-        # every change of every machine is observed at once (the floor is held
-        # against what is observed)
-        if alive[0] and not core.finished:
-            core.machine_seen(fleet.now, fleet.machine(machine_id), machine_id)
-            process()
+        if not last[0].finished:
+            feed(MachineSeen(fleet.now, machine_id, fleet.machine(machine_id)))
 
     def refresh() -> None:
-        if alive[0] and not core.finished:
+        if alive[0] and not last[0].finished:
             fleet.acquire_lock(owner, lock_ttl)
             fleet.schedule(fleet.now + lock_ttl / 3, refresh)
 
     fleet.listener = listener
-    core.begin(fleet.now, fleet.observe())
-    process()
+    feed(Begin(fleet.now, fleet.observe()))
     fleet.schedule(fleet.now + lock_ttl / 3, refresh)
-    while alive[0] and not core.finished:
-        if core.interrupt_pending:
+    while alive[0] and not last[0].finished:
+        if last[0].interrupt_pending:
             raise KeyboardInterrupt
         if fleet.now > max_time:
-            core.abort(fleet.now, f"the simulation passed {max_time:g}s of virtual time")
+            feed(Abort(fleet.now, f"the simulation passed {max_time:g}s of virtual time"))
             break
         if not fleet.step():
-            core.abort(fleet.now, "nothing left to happen, yet the deployment is not finished")
+            feed(Abort(fleet.now, "nothing left to happen, yet the deployment is not finished"))
             break
     fleet.listener = None
     return (not alive[0]), performed[0]
