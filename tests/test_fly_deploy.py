@@ -330,9 +330,7 @@ def test_ctrl_c_rolls_back_and_releases_every_lease(
     config = zdd.load_config(write_config(tmp_path, "rolling"))
     provider = FlyMachines("hello", base_url=server.url)
     state = provider.observe()
-    desired = config.desired(state, "v2")
-    for group in desired.groups:
-        provider.register_release(group.release)
+    desired = config.desired(state, "v2")  # each create and update carries its release
     reporter = _CtrlC(2)
     result = zdd.execute(provider, desired, config.strategy, reporter=reporter, poll_interval=0.05)
     assert reporter.rolled_back

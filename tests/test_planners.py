@@ -366,3 +366,43 @@ def test_each_strategy_owns_its_rollback_policy() -> None:
     assert can_roll_back(zdd.BlueGreen(), {}, desired)
     assert not can_roll_back(zdd.BlueGreen(), {"bluegreen.app": "switched"}, desired)
     assert not can_roll_back(zdd.Rolling(auto_rollback=False), {}, desired)
+
+
+def test_without_traffic_weights_a_canary_weight_becomes_a_machine_count() -> None:
+    """On a provider without traffic weights (Fly's proxy) the plan never shows a
+    weight it will not apply: 25% of six machines' traffic is two canaries beside them
+    (2 / 8), as Argo Rollouts' basic canary does, and the step's reason says so."""
+    from zdd.providers import Capabilities
+
+    state = zdd.FleetState.uniform(6)
+    strategy = zdd.Canary(steps=[zdd.CanaryStep(machines=1, weight=25)])
+    desired = zdd.Desired.from_fleet(state, V2)
+    plan = zdd.plan(state, desired, strategy, Capabilities(traffic_weights=False))
+    creates = [a for a in plan.actions() if a.kind == "create" and "canary" in (a.key or "")]
+    assert len(creates) == 2
+    assert all(a.weight is None for a in plan.actions() if a.kind == "uncordon")
+    assert "canaries take traffic (25% as 2 canaries beside 6: the provider has no traffic" in (
+        plan.to_text()
+    )
+    weighted = zdd.plan(state, desired, strategy)  # the simulator has weights
+    assert any(a.kind == "uncordon" and a.weight == 25 for a in weighted.actions())
+
+
+def test_creates_and_updates_carry_their_release() -> None:
+    release = zdd.Release(version="v2", image="registry.example/app:v2", env={"K": "v"})
+    state = zdd.FleetState(
+        machines=[Machine(id="m1", version="v1"), Machine(id="m2", version="v1")]
+    )
+    rolling = zdd.plan(state, zdd.Desired.from_fleet(state, release), zdd.Rolling())
+    surge = zdd.plan(state, zdd.Desired.from_fleet(state, release), zdd.Rolling(max_surge=1))
+    for plan in (rolling, surge):
+        carried = [a for a in plan.actions() if a.kind in ("create", "update")]
+        assert carried and all(a.release == release for a in carried)  # type: ignore[attr-defined]
+        assert "registry.example" not in plan.to_json_text()  # not part of the plan format
+    # a rollback does not know what the old version looked like: no image, no env
+    back = zdd._planning.rollback_desired(
+        zdd.FleetState(record={"from.app": "v1", "start.app": "ord:2"}),
+        zdd.Desired.from_fleet(state, release),
+    )
+    assert back.groups[0].release.version == "v1"
+    assert back.groups[0].release.image == "" and not back.groups[0].release.env

@@ -41,7 +41,7 @@ from ._executor import (
     Perform,
     Tick,
 )
-from ._model import Desired, FleetState, Machine
+from ._model import Capabilities, Desired, FleetState, Machine
 from ._planning import rollback_desired, rollback_strategy
 from .providers import Provider
 from .reporters import Reporter
@@ -90,7 +90,14 @@ def execute(
     holder = owner or _default_owner()
     provider.acquire_lock(holder, lock_ttl)
     pool = ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zdd")
-    core = ExecutorCore(desired, strategy, options=opts, reporter=reporter)
+    capabilities = provider.capabilities()
+    if not isinstance(capabilities, Capabilities):
+        raise ProviderContractError(
+            f"capabilities() returned {type(capabilities).__name__}, not Capabilities"
+        )
+    core = ExecutorCore(
+        desired, strategy, options=opts, reporter=reporter, capabilities=capabilities
+    )
     drv = _Driver(core, provider, pool, clock)
     interrupted = 0
     try:

@@ -42,7 +42,7 @@ import attrs
 from ._config import Immediate, Rolling, Strategy
 from ._errors import InvalidConfig, ZddError
 from ._hooks import Reporter
-from ._model import Desired, FleetState, Health, Machine, MachineState
+from ._model import Capabilities, Desired, FleetState, Health, Machine, MachineState
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
 from ._planning import (
     NO_FLOOR,
@@ -330,9 +330,12 @@ class ExecutorCore:
         *,
         options: ExecuteOptions | None = None,
         reporter: Reporter | None = None,
+        capabilities: Capabilities | None = None,
     ) -> None:
         self.desired = desired
         self.strategy = strategy
+        #: what the provider can do: the plans are made for it
+        self.capabilities = capabilities
         self.options = options or ExecuteOptions()
         self.reporter = reporter or Reporter()
         self.mode: Mode = "forward"
@@ -918,8 +921,10 @@ class ExecutorCore:
     def _blueprint(self, state: FleetState) -> Blueprint:
         if self.mode == "rollback" or self.mode == "draining":
             assert self._rollback_desired is not None and self._rollback_strategy is not None
-            return blueprint(state, self._rollback_desired, self._rollback_strategy)
-        return blueprint(state, self.desired, self.strategy)
+            return blueprint(
+                state, self._rollback_desired, self._rollback_strategy, self.capabilities
+            )
+        return blueprint(state, self.desired, self.strategy, self.capabilities)
 
     def _prepare_rollback(self, state: FleetState) -> None:
         self._rollback_desired = rollback_desired(state, self.desired)

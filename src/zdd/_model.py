@@ -17,6 +17,7 @@ from . import _record
 from ._errors import InvalidConfig, InvalidFleetState
 
 __all__ = [
+    "Capabilities",
     "DeploymentRecord",
     "Desired",
     "FleetState",
@@ -434,3 +435,19 @@ class Desired:
                 raise InvalidConfig(f"no release given for process group {name!r}", field="release")
             specs.append(GroupSpec(name=name, release=rel, regions=regions))
         return cls(groups=specs)
+
+
+@attrs.frozen(kw_only=True)
+class Capabilities:
+    """What a provider can do beyond the basics: data the planner reads, so that a
+    plan never relies on what its provider cannot do.
+
+    Attributes:
+        traffic_weights: honours ``Uncordon.weight`` (canary traffic shares).
+        cordon: can stop routing to a machine without stopping it.
+        volumes: machines can hold volumes.
+    """
+
+    traffic_weights: bool = False
+    cordon: bool = True
+    volumes: bool = False

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._durations import format_duration
-from ._model import FrozenMap, frozen_str_map, str_tuple
+from ._model import FrozenMap, Release, frozen_str_map, str_tuple
 
 __all__ = [
     "ACTION_KINDS",
@@ -71,10 +71,11 @@ class Action:
     machine: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """This action as a JSON-ready dict: ``kind``, ``machine``, ``group``, then fields."""
+        """This action as a JSON-ready dict: ``kind``, ``machine``, ``group``, then fields
+        (the release an action carries for its provider is not part of the plan format)."""
         out: dict[str, Any] = {"kind": self.kind, "machine": self.machine, "group": self.group}
         for f in attrs.fields(type(self)):
-            if f.name in ("group", "machine"):
+            if f.name in ("group", "machine", "release"):
                 continue
             out[f.name] = _to_json_value(getattr(self, f.name))
         return out
@@ -91,7 +92,8 @@ class Create(Action):
     ``key`` is an idempotency key: a provider finding a machine with this key
     must not create another. ``role`` says why it exists: ``surge`` (a rolling
     update's replacement), ``new`` (scaling up, or an immediate deployment),
-    ``green``, ``canary``.
+    ``green``, ``canary``. ``release`` is what a machine of ``version`` looks like
+    (image, env, checks, kill signal): what the provider builds it from.
     """
 
     kind: ClassVar[str] = "create"
@@ -100,6 +102,7 @@ class Create(Action):
     key: str
     role: str = "new"
     hidden: bool = True
+    release: Release | None = attrs.field(default=None, repr=False)
 
     def describe(self) -> str:
         vis = "hidden" if self.hidden else "visible"
@@ -115,13 +118,16 @@ class Update(Action):
     """Update a machine in place to ``version`` (it restarts), then start it.
 
     ``drain``: the machine must have been cordoned this many seconds before the
-    update begins, so that its connections finish (0: no wait).
+    update begins, so that its connections finish (0: no wait). ``release``: what a
+    machine of ``version`` looks like (``None``, or one without an image, when the
+    planner does not know it, as in a rollback: the provider keeps what it knows).
     """
 
     kind: ClassVar[str] = "update"
     version: str
     from_version: str
     drain: float = 0.0
+    release: Release | None = attrs.field(default=None, repr=False)
 
     def describe(self) -> str:
         return f"{self.machine} {self.from_version} -> {self.version}{_after_drain(self.drain)}"
@@ -241,6 +247,7 @@ class RunCommand(Action):
     command: str = attrs.field(repr=redact_command)
     target: str
     timeout: float = 300.0
+    release: Release | None = attrs.field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()

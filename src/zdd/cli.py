@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._execute import ExecuteOptions, GateResult, execute
 from ._fleetjson import load_fleet
-from ._model import Desired, FleetState, HealthCheck, Release
+from ._model import Capabilities, Desired, FleetState, HealthCheck, Release
 from ._plan import Plan
 from ._planning import assume_checks_pass, plan
 from ._record import RecordView
@@ -409,7 +409,12 @@ def _warn(warnings: Sequence[str]) -> None:
         print(f"zdd: warning: {w}", file=sys.stderr)
 
 
-def _preview(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
+def _preview(
+    state: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    capabilities: Capabilities | None = None,
+) -> Plan:
     """The plan a deployment would follow. Machines with no check result yet are
     taken as passing (the executor waits for their first result before it plans),
     and a note on stderr says so."""
@@ -422,7 +427,7 @@ def _preview(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
             f"(a deployment waits for a first result before it starts)",
             file=sys.stderr,
         )
-    return plan(assumed, desired, strategy)
+    return plan(assumed, desired, strategy, capabilities)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -558,9 +563,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     state = provider.observe()
     version = args.target_version or _image_version(image)
     desired = config.desired(state, version)
-    for group in desired.groups:
-        provider.register_release(group.release)
-    preview = _preview(state, desired, strategy)
+    preview = _preview(state, desired, strategy, provider.capabilities())
     if not args.dry_run:
         _warn(preview.warnings)  # the dry run's plan text starts with them
     if args.dry_run:

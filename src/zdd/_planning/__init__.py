@@ -16,6 +16,7 @@ import attrs
 from .._config import BlueGreen, Canary, Immediate, Rolling, Strategy
 from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible
 from .._model import (
+    Capabilities,
     Desired,
     FleetState,
     FrozenMap,
@@ -132,13 +133,11 @@ def rollback_desired(state: FleetState, forward: Desired) -> Desired:
             continue  # a group that did not exist before: nothing to go back to
         shape = record.start(spec.name) or record.desired(spec.name)
         regions = decode_regions(shape) if shape else dict(spec.regions)
-        groups.append(
-            GroupSpec(
-                name=spec.name,
-                release=attrs.evolve(spec.release, version=version),
-                regions=regions,
-            )
-        )
+        # what the old version's machines looked like (image, env) is not in the
+        # record: the rollback's release says only its version and checks, and a
+        # provider builds its machines from what it knows of that version
+        back = attrs.evolve(spec.release, version=version, image="", env={})
+        groups.append(GroupSpec(name=spec.name, release=back, regions=regions))
     return Desired(groups=groups)
 
 
@@ -206,7 +205,12 @@ def _has_work(phase: Phase) -> bool:
     return any(t.elements for t in phase.tasks)
 
 
-def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
+def plan(
+    state: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    capabilities: Capabilities | None = None,
+) -> Plan:
     """Plan the way from ``state`` to ``desired`` under ``strategy``.
 
     Pure and deterministic. The plan is empty when the fleet already matches
@@ -219,11 +223,21 @@ def plan(state: FleetState, desired: Desired, strategy: Strategy) -> Plan:
         PlanningImpossible: no plan can keep zdd's guarantees (e.g. bluegreen on
             machines with volumes).
     """
-    return blueprint(state, desired, strategy).layout()
+    return blueprint(state, desired, strategy, capabilities).layout()
 
 
-def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Blueprint:
-    """The :class:`Blueprint` behind :func:`plan` (same arguments, same errors)."""
+def blueprint(
+    state: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    capabilities: Capabilities | None = None,
+) -> Blueprint:
+    """The :class:`Blueprint` behind :func:`plan` (same arguments, same errors).
+
+    ``capabilities``: what the provider can do (default: everything). Without
+    traffic weights a canary step's weight becomes a canary machine count, and the
+    plan text says so."""
+    caps = capabilities or Capabilities(traffic_weights=True, cordon=True, volumes=True)
     if not isinstance(state, FleetState):
         raise InvalidFleetState(f"expected a FleetState, got {type(state).__name__}")
     if not isinstance(desired, Desired):
@@ -234,7 +248,9 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
     if record.rolling_back(target) and record.target != target:
         # this very deployment is being rolled back: plan the rollback (what a resumed
         # executor does), as the strategy's own module says it goes
-        bp = blueprint(state, rollback_desired(state, desired), rollback_strategy(strategy))
+        bp = blueprint(
+            state, rollback_desired(state, desired), rollback_strategy(strategy), capabilities
+        )
         return attrs.evolve(bp, summary=f"rollback of {target}: {bp.summary}")
     rolling_back = record.phase == ROLLING_BACK and record.target == target
     in_progress = record.deploying(target) or rolling_back
@@ -256,6 +272,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
             record=kept,
             used_keys=used_keys,
             waves=waves,
+            weights=caps.traffic_weights,
         )
         groups.append((spec.name, tuple(planner(ctx))))
     for name, machines in sorted(by_group.items()):
@@ -272,7 +289,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
                     "release",
                     strategy.release_command,
                     strategy.release_command_timeout,
-                    target,
+                    desired,
                     "release command, before any machine changes (a failure stops here)",
                 )
             )
@@ -291,7 +308,7 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
                     "post_deploy",
                     strategy.post_deploy_command,
                     strategy.post_deploy_command_timeout,
-                    target,
+                    desired,
                     "post-deploy command, once every machine runs the release",
                 )
             )
@@ -313,8 +330,17 @@ def blueprint(state: FleetState, desired: Desired, strategy: Strategy) -> Bluepr
     )
 
 
-def _command_step(phase: str, command: str, timeout: float, target: str, why: str) -> Step:
-    run = RunCommand(group=APP, phase=phase, command=command, target=target, timeout=timeout)
+def _command_step(phase: str, command: str, timeout: float, desired: Desired, why: str) -> Step:
+    """A release or post-deploy command, run in a machine of the first group's release."""
+    release = desired.groups[0].release if desired.groups else None
+    run = RunCommand(
+        group=APP,
+        phase=phase,
+        command=command,
+        target=target_of(desired),
+        timeout=timeout,
+        release=release,
+    )
     return Step(actions=[run], why=why)
 
 

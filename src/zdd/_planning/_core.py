@@ -36,6 +36,7 @@ class GroupContext:
     record: FrozenMap[str]
     used_keys: frozenset[str]
     waves: tuple[str, ...]  # region order when region waves are on, else ()
+    weights: bool = True  # the provider applies traffic weights
     # derived once: the hot paths read these for every machine
     name: str = attrs.field(init=False)
     version: str = attrs.field(init=False)
@@ -88,7 +89,13 @@ class GroupContext:
 
     def create(self, key: str, region: str, role: str) -> Create:
         return Create(
-            group=self.name, region=region, version=self.version, key=key, role=role, hidden=True
+            group=self.name,
+            region=region,
+            version=self.version,
+            key=key,
+            role=role,
+            hidden=True,
+            release=self.spec.release,
         )
 
 
@@ -141,6 +148,7 @@ def in_place_task(ctx: GroupContext, m: Machine) -> Task:
         version=ctx.version,
         from_version=m.version,
         drain=ctx.drain if drained else 0.0,
+        release=ctx.spec.release,
     )
     els.append(Element((update,), (ctx.wait(m.id),)))
     if serving or m.cordoned:

@@ -13,6 +13,7 @@ machines as there are canaries instead of updating them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import attrs
@@ -146,29 +147,43 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
         tasks: list[Task] = []
         if k == done:
             tasks += [Task(recover_elements(ctx, m, release=False)) for m in unhealthy]
-        missing = step.machines - have
+        machines, step_weight, as_count = step.machines, step.weight, ""
+        if step.weight is not None and not ctx.weights:
+            # no traffic weights here: the weight becomes a canary machine count (as
+            # Argo Rollouts' basic canary does), c / (n + c) of the traffic at least
+            n = ctx.spec.count
+            share = step.weight / 100
+            count = n if share >= 1 else math.ceil(n * share / (1 - share) - 1e-9)
+            machines = max(step.machines, min(max(n, 1), count))
+            step_weight = None
+            as_count = (
+                f" ({step.weight}% as {machines} "
+                f"{'canary' if machines == 1 else 'canaries'} beside {n}: the provider "
+                f"has no traffic weights)"
+            )
+        missing = machines - have
         if missing > 0:
             keys = ctx.new_keys(region, "canary", len(new_keys) + missing)[len(new_keys) :]
             tasks += [create_task(ctx, key, region, "canary", release=False) for key in keys]
             new_keys += keys
             hidden.update(keys)
-            have = step.machines
+            have = machines
         steps += _barrier(
             ctx,
             [t for t in tasks if t.elements],
             f"{label}: {have} {'canary' if have == 1 else 'canaries'} healthy",
         )
         all_ids = [m.id for m in canaries] + new_keys
-        reweigh = step.weight != weight
+        reweigh = step_weight != weight
         release = all_ids if reweigh else sorted(hidden, key=all_ids.index)
-        weight = step.weight
+        weight = step_weight
         if release:
             steps.append(
                 GroupStep(
-                    tuple(Uncordon(group=ctx.name, machine=i, weight=step.weight) for i in release),
+                    tuple(Uncordon(group=ctx.name, machine=i, weight=step_weight) for i in release),
                     (),
                     f"{label}: canaries take traffic"
-                    + (f" ({step.weight}%)" if step.weight is not None else ""),
+                    + (f" ({step_weight}%)" if step_weight is not None else as_count),
                 )
             )
             hidden.clear()

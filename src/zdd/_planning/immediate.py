@@ -32,7 +32,11 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 restarts += m.presumed_serving
                 actions.append(
                     Update(
-                        group=ctx.name, machine=m.id, version=ctx.version, from_version=m.version
+                        group=ctx.name,
+                        machine=m.id,
+                        version=ctx.version,
+                        from_version=m.version,
+                        release=ctx.spec.release,
                     )
                 )
                 if m.cordoned:
@@ -57,6 +61,7 @@ def plan_group(ctx: GroupContext) -> list[Phase]:
                 key=key,
                 role="new",
                 hidden=False,
+                release=ctx.spec.release,
             )
             tasks.append(Task([Element((create,))]))
     budget = attrs.evolve(

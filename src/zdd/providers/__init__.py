@@ -9,27 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-import attrs
-
-from .._model import FleetState, Machine
+from .._model import Capabilities, FleetState, Machine
 from .._plan import Action
 
 __all__ = ["Capabilities", "Provider"]
-
-
-@attrs.frozen(kw_only=True)
-class Capabilities:
-    """What a provider can do beyond the basics.
-
-    Attributes:
-        traffic_weights: honours ``Uncordon.weight`` (canary traffic shares).
-        cordon: can stop routing to a machine without stopping it.
-        volumes: machines can hold volumes.
-    """
-
-    traffic_weights: bool = False
-    cordon: bool = True
-    volumes: bool = False
 
 
 @runtime_checkable

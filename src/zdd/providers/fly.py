@@ -119,7 +119,7 @@ class FlyMachines:
             sent as is, anything else as ``Bearer``.
         base_url: default ``ZDD_FLY_API_URL``, else ``https://api.machines.dev``.
         releases: the releases the deployment may create or update machines to
-            (more with :meth:`register_release`); versions already running are
+            (the actions also carry their release); versions already running are
             learnt from the machines themselves.
         timeout: seconds for one HTTP request.
         retries: attempts for a transient failure before giving up.
@@ -176,7 +176,7 @@ class FlyMachines:
 
     # -- configuration ---------------------------------------------------------
 
-    def register_release(self, release: Release) -> None:
+    def _register_release(self, release: Release) -> None:
         """Make ``release`` (its image, env and checks) available to creates and updates."""
         self._releases[release.version] = release
 
@@ -382,13 +382,18 @@ class FlyMachines:
         )
 
     def _release_config(
-        self, group: str, version: str, base: dict[str, Any] | None
+        self,
+        group: str,
+        version: str,
+        base: dict[str, Any] | None,
+        release: Release | None = None,
     ) -> dict[str, Any]:
-        """The machine config of ``version`` for ``group``."""
+        """The machine config of ``version`` for ``group`` (``release``: what the action
+        says a machine of that version looks like)."""
         with self._lock:
             known = self._configs.get((group, version))
             any_of_group = next((c for (g, _), c in self._configs.items() if g == group), None)
-        release = self._releases.get(version)
+        release = release or self._releases.get(version)
         config: dict[str, Any] = json.loads(json.dumps(known or base or any_of_group or {}))
         if release is not None:
             if release.image:
@@ -422,7 +427,7 @@ class FlyMachines:
         existing = self._find_key(action.key)
         if existing is not None:
             return existing
-        config = self._release_config(action.group, action.version, None)
+        config = self._release_config(action.group, action.version, None, action.release)
         config["metadata"][_LABEL_PREFIX + "key"] = action.key
         config["metadata"][_LABEL_PREFIX + "role"] = action.role
         with self._lock:
@@ -491,7 +496,7 @@ class FlyMachines:
             raise ProviderContractError("GET machine did not answer a JSON object")
         base = current.get("config") if isinstance(current.get("config"), dict) else {}
         group = _metadata(current).get("fly_process_group") or action.group
-        config = self._release_config(group, action.version, None)
+        config = self._release_config(group, action.version, None, action.release)
         # keep what belongs to this machine: its mounts, its labels, the record
         if isinstance(base, dict):
             if base.get("mounts"):
@@ -547,7 +552,7 @@ class FlyMachines:
             raise ActionFailed(f"{action.phase} command cannot be split: {exc}") from None
         version = _first_version(action.target)
         group = _first_group(action.target)
-        config = self._release_config(group, version, None)
+        config = self._release_config(group, version, None, action.release)
         for key in ("services", "mounts", "checks", "standbys"):
             config.pop(key, None)
         config["init"] = {**(config.get("init") or {}), "cmd": argv}

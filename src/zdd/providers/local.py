@@ -539,7 +539,7 @@ class LocalProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def register_release(self, release: Release) -> None:
+    def _register_release(self, release: Release) -> None:
         """Give machines of ``release.version`` its environment (``versions`` still wins)."""
         self._release_env[release.version] = dict(release.env)
 
@@ -632,6 +632,10 @@ class LocalProvider:
     def perform(self, action: Action) -> Machine | None:
         self._check_open()
         self._retry_deletes()
+        release = getattr(action, "release", None)
+        if isinstance(release, Release):
+            # what a machine of this version looks like comes with the action
+            self._release_env[release.version] = dict(release.env)
         if isinstance(action, Create):
             return self._create(
                 action.group, action.region, action.version, action.key, action.role, action.hidden

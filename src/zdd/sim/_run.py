@@ -164,7 +164,9 @@ def simulate_fleet(
                 fleet.step()
             fleet._advance(expires)
             fleet.acquire_lock(owner, lock_ttl)
-        core = ExecutorCore(desired, strategy, options=options, reporter=log)
+        core = ExecutorCore(
+            desired, strategy, options=options, reporter=log, capabilities=fleet.capabilities()
+        )
         budget = None if crash_after is None or resumed else crash_after - performed
         crashed, n = _run_core(fleet, core, owner, lock_ttl, budget, max_time)
         performed += n
