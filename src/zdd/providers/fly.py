@@ -355,7 +355,13 @@ class FlyMachines:
         elif isinstance(action, Uncordon):
             self._mutate("POST", f"{path}/uncordon", mid, action="uncordon")
         elif isinstance(action, Destroy):
-            self._mutate("DELETE", path, mid, action="destroy", query={"force": "true"})
+            try:
+                self._mutate("DELETE", path, mid, action="destroy", query={"force": "true"})
+            except ActionFailed as exc:
+                # a destroy carried out whose answer was lost: its retry finds nothing,
+                # which is what a destroy asks for
+                if _status(exc) != 404:
+                    raise
             with self._lock:
                 self._nonces.pop(mid, None)
             return None
