@@ -608,3 +608,23 @@ def test_canary_steps_bake_one_after_another():
     report = zdd.simulate(state, zdd.Desired.single(V2, 4), zdd.Canary(steps=steps), boot_time=5)
     assert report.converged, report.error
     assert report.makespan_s >= 300
+
+
+def test_the_result_carries_the_typed_error():
+    """DeployResult.exception is the failure as a typed error: the caller can act on
+    its kind (a timeout, a provider's failure, a contract breach)."""
+    provider = MemoryProvider(fleet(2), failing=frozenset({"v2"}))
+    result = deploy(provider, zdd.Rolling(wait_timeout=0.2, drain_delay=0), 2)
+    assert result.rolled_back
+    assert isinstance(result.exception, zdd.DeployTimeout)
+    assert str(result.exception) == result.error
+    assert result.to_json()["error_kind"] == "DeployTimeout"
+
+    def garbage(action: zdd.Action) -> None:
+        raise RuntimeError("oops")
+
+    provider = MemoryProvider(fleet(2), fail={"cordon": garbage})
+    result = deploy(provider, zdd.Rolling(drain_delay=0), 2)
+    assert isinstance(result.exception, zdd.ProviderContractError), result
+    converged = deploy(MemoryProvider(fleet(2)), zdd.Rolling(drain_delay=0), 2)
+    assert converged.converged and converged.exception is None

@@ -212,16 +212,16 @@ class _Driver:
         try:
             result = fut.result()
         except ActionFailed as exc:
-            self.feed(ActionError(now, ref, str(exc), transient=exc.transient))
+            self.feed(ActionError(now, ref, str(exc), exc.transient, type(exc)))
         except ZddError as exc:  # DeploymentLocked among them: not worth a retry
-            self.feed(ActionError(now, ref, str(exc), transient=False))
+            self.feed(ActionError(now, ref, str(exc), False, type(exc)))
         except Exception as exc:  # a provider breaking its contract
             error = ProviderContractError(f"provider raised {type(exc).__name__}: {exc}")
-            self.feed(ActionError(now, ref, str(error), transient=False))
+            self.feed(ActionError(now, ref, str(error), False, ProviderContractError))
         else:
             if result is not None and not isinstance(result, Machine):
                 error_text = f"provider returned {type(result).__name__}, not a Machine"
-                self.feed(ActionError(now, ref, error_text, transient=False))
+                self.feed(ActionError(now, ref, error_text, False, ProviderContractError))
             else:
                 self.feed(ActionDone(now, ref, result))
 

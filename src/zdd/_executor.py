@@ -40,7 +40,15 @@ from typing import Any, Literal, ParamSpec, TypeAlias
 import attrs
 
 from ._config import Immediate, Rolling, Strategy
-from ._errors import InvalidConfig, ZddError
+from ._errors import (
+    ActionFailed,
+    DeploymentLocked,
+    DeployTimeout,
+    InvalidConfig,
+    PlanningImpossible,
+    ProviderContractError,
+    ZddError,
+)
 from ._hooks import Reporter
 from ._model import Capabilities, Desired, FleetState, Health, Machine, MachineState
 from ._plan import Action, Create, Gate, Label, Pause, Stop, Update, WaitHealthy
@@ -139,12 +147,16 @@ class DeployResult:
         error: why it did not converge, if it did not.
         actions: provider calls made (retries included).
         elapsed: seconds from start to end on the executor's clock.
+        exception: the same reason as a typed error (``ActionFailed``,
+            ``DeployTimeout``, ``PlanningImpossible``, ``ProviderContractError``,
+            ``DeploymentLocked``...), for callers that act on its kind.
     """
 
     outcome: Literal["converged", "rolled_back", "failed"]
     error: str | None = None
     actions: int = 0
     elapsed: float = 0.0
+    exception: ZddError | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def converged(self) -> bool:
@@ -160,6 +172,7 @@ class DeployResult:
             "error": self.error,
             "actions": self.actions,
             "elapsed_s": round(self.elapsed, 3),
+            "error_kind": type(self.exception).__name__ if self.exception else None,
         }
 
 
@@ -199,6 +212,7 @@ class ActionError:
     ref: int
     error: str
     transient: bool = True
+    kind: type[ZddError] = ActionFailed
 
 
 @attrs.frozen
@@ -364,6 +378,7 @@ class ExecutorCore:
         self._rounds = 0
         self._want_full_observe = False
         self._failure: str | None = None
+        self._failure_kind: type[ZddError] = ActionFailed
         self._actions = 0
         self._timers: list[tuple[float, int, str | None]] = []
         self._forward_target = target_of(desired)
@@ -397,8 +412,8 @@ class ExecutorCore:
                 self._on_begin(now, state)
             case ActionDone(now, ref, machine):
                 self._on_action_done(now, ref, machine)
-            case ActionError(now, ref, error, transient):
-                self._on_action_error(now, ref, error, transient=transient)
+            case ActionError(now, ref, error, transient, kind):
+                self._on_action_error(now, ref, error, transient=transient, kind=kind)
             case MachineSeen(now, machine_id, machine):
                 self._on_machine_seen(now, machine, machine_id)
             case Observed(now, state):
@@ -527,7 +542,7 @@ class ExecutorCore:
                 bp = self._blueprint(state)
                 bp.layout()  # fail fast: a plan that cannot be laid out cannot run
         except ZddError as exc:
-            self._finish("failed", str(exc))
+            self._finish("failed", str(exc), type(exc))
             return
         self._emit(self.reporter.deployment_started, 0.0, bp.summary, bp.strategy)
         self._start_blueprint(bp)
@@ -545,7 +560,10 @@ class ExecutorCore:
             self._see(machine.id, machine, observed=False)
         if isinstance(action, Create):
             if machine is None:
-                self._fail(f"provider created {action.key} but returned no machine")
+                self._fail(
+                    f"provider created {action.key} but returned no machine",
+                    ProviderContractError,
+                )
             else:
                 self._ids[action.key] = machine.id
         elif action.kind == "cordon" and action.machine:
@@ -563,7 +581,15 @@ class ExecutorCore:
         self._advance(run)
         self._pump()
 
-    def _on_action_error(self, now: float, ref: int, error: str, *, transient: bool = True) -> None:
+    def _on_action_error(
+        self,
+        now: float,
+        ref: int,
+        error: str,
+        *,
+        transient: bool = True,
+        kind: type[ZddError] = ActionFailed,
+    ) -> None:
         """The action ``ref`` failed; transient failures are retried."""
         self._now = now
         entry = self._in_flight.pop(ref, None)
@@ -578,7 +604,7 @@ class ExecutorCore:
         else:
             run.in_flight -= 1
             self._emit(self.reporter.action_finished, self._elapsed, action, error)
-            self._fail(f"{action.kind} {action.describe()} failed: {error}")
+            self._fail(f"{action.kind} {action.describe()} failed: {error}", kind)
         self._pump()
 
     def _on_machine_seen(self, now: float, machine: Machine | None, machine_id: str) -> None:
@@ -677,7 +703,9 @@ class ExecutorCore:
                 if not bp.empty and any(_work(p) for _, ps in bp.groups for p in ps):
                     self._rounds += 1
                     if self._rounds > self.options.max_rounds:
-                        self._fail("the fleet keeps drifting away from the plan")
+                        self._fail(
+                            "the fleet keeps drifting away from the plan", PlanningImpossible
+                        )
                     else:
                         self._emit(
                             self.reporter.step_started,
@@ -688,18 +716,18 @@ class ExecutorCore:
                 else:
                     self._start_suffix()
         except ZddError as exc:
-            self._finish("failed", str(exc))
+            self._finish("failed", str(exc), type(exc))
         self._pump()
 
     def _on_abort(self, now: float, reason: str) -> None:
         """Stop now as failed, without rolling back (the driver cannot go on)."""
         self._now = now
-        self._finish("failed", reason)
+        self._finish("failed", reason, ZddError)
 
     def _on_interrupt(self, now: float) -> None:
         """The user asked to stop: roll back where the strategy can, else stop."""
         self._now = now
-        self._fail("interrupted by the user")
+        self._fail("interrupted by the user", ZddError)
         self._pump()
 
     def _on_tick(self, now: float) -> None:
@@ -708,7 +736,9 @@ class ExecutorCore:
         if self.mode == "finished":
             return
         if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
-            self._fail(f"the deployment did not finish within {self.options.deadline:g}s")
+            self._fail(
+                f"the deployment did not finish within {self.options.deadline:g}s", DeployTimeout
+            )
         late = sorted(mid for mid, at in self._settling.items() if now >= at)
         if late and self._stage == "settle":
             self._settling.clear()
@@ -717,6 +747,7 @@ class ExecutorCore:
                 f"no check result for {', '.join(late[:5])}{'...' if len(late) > 5 else ''} "
                 f"within {self.strategy.wait_timeout:g}s (wait_timeout); nothing was changed. "
                 f"Is the proxy running its health checks?",
+                DeployTimeout,
             )
             return
         for group, since in sorted(self._held_since.items()):
@@ -726,7 +757,8 @@ class ExecutorCore:
                     f"group {group!r}: {len(self._avail.get(group, ()))} machines serving, at "
                     f"or below its floor of {floor}, for {self._hold_timeout:g}s (wait_timeout): "
                     f"zdd takes no more out (a released machine failing its checks, or a "
-                    f"machine that crashed)"
+                    f"machine that crashed)",
+                    DeployTimeout,
                 )
                 break
         due: set[str] = set()
@@ -986,7 +1018,8 @@ class ExecutorCore:
         if pr.stuck:
             self._fail(
                 f"group {pr.group!r}: no task can be admitted (serving {pr.serving}, "
-                f"floor {pr.budget.floor}, live {pr.live}, ceiling {pr.budget.ceiling})"
+                f"floor {pr.budget.floor}, live {pr.live}, ceiling {pr.budget.ceiling})",
+                PlanningImpossible,
             )
 
     def _begin_element(self, run: _Run) -> None:
@@ -1052,7 +1085,8 @@ class ExecutorCore:
                 satisfied.append((run, w))
             elif self._now >= deadline:
                 self._fail(
-                    f"machine {machine_id} was not healthy within {w.timeout:g}s (wait_timeout)"
+                    f"machine {machine_id} was not healthy within {w.timeout:g}s (wait_timeout)",
+                    DeployTimeout,
                 )
                 return
             else:
@@ -1097,7 +1131,10 @@ class ExecutorCore:
         elif result == "fail":
             self._fail(f"gate {gate.name!r} failed")
         elif self._now - run.waits_started >= self.options.gate_timeout:
-            self._fail(f"gate {gate.name!r} still {result} after {self.options.gate_timeout:g}s")
+            self._fail(
+                f"gate {gate.name!r} still {result} after {self.options.gate_timeout:g}s",
+                DeployTimeout,
+            )
         else:
             self._set_wake(self._now + self.options.gate_poll)
 
@@ -1156,12 +1193,13 @@ class ExecutorCore:
         else:
             self._finish("rolled_back" if self.mode == "rollback" else "converged", None)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, kind: type[ZddError] = ActionFailed) -> None:
         if self.mode in ("finished", "draining"):
             return
         self._failure = reason
+        self._failure_kind = kind
         if self.mode == "rollback":
-            self._finish("failed", f"rollback failed: {reason}")
+            self._finish("failed", f"rollback failed: {reason}", kind)
             return
         if self._can_roll_back():
             self.mode = "draining"
@@ -1176,7 +1214,7 @@ class ExecutorCore:
             self._waiting.clear()
             self._maybe_drained()
         else:
-            self._finish("failed", reason)
+            self._finish("failed", reason, kind)
 
     def _can_roll_back(self) -> bool:
         if not RecordView(self._record).deploying(self._forward_target):
@@ -1189,7 +1227,10 @@ class ExecutorCore:
             self._want_full_observe = True
 
     def _finish(
-        self, outcome: Literal["converged", "rolled_back", "failed"], error: str | None
+        self,
+        outcome: Literal["converged", "rolled_back", "failed"],
+        error: str | None,
+        kind: type[ZddError] | None = None,
     ) -> None:
         if self.mode == "finished":
             return
@@ -1202,8 +1243,14 @@ class ExecutorCore:
         self._waiting.clear()
         if outcome == "rolled_back" and error is None:
             error = self._failure
+        if outcome == "rolled_back" and kind is None:
+            kind = self._failure_kind
         self.result = DeployResult(
-            outcome=outcome, error=error, actions=self._actions, elapsed=self._elapsed
+            outcome=outcome,
+            error=error,
+            actions=self._actions,
+            elapsed=self._elapsed,
+            exception=_typed(kind or ZddError, error) if error is not None else None,
         )
         self._emit(self.reporter.finished, self._elapsed, self.result)
 
@@ -1270,6 +1317,16 @@ _STALL_BACKOFF_MAX = 60.0
 _BOOTING = frozenset(
     {MachineState.STARTING, MachineState.STARTED, MachineState.UPDATING, MachineState.REPLACING}
 )
+
+
+def _typed(kind: type[ZddError], message: str) -> ZddError:
+    """The failure as an error of its kind (the message names the holder of a lock)."""
+    if issubclass(kind, DeploymentLocked):
+        return DeploymentLocked(message, holder="")
+    try:
+        return kind(message)
+    except TypeError:  # a third party's error class that needs more than a message
+        return ZddError(message)
 
 
 def _work(phase: Scheduled) -> bool:
