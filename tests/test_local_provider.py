@@ -29,7 +29,7 @@ import pytest
 import zdd
 from zdd.providers import Provider
 from zdd.providers.local import FLEET_ENV, LocalProvider
-from zdd.testing import check_provider
+from zdd.testing import RULES, Rule, check_rule, rule_name
 
 
 def _haproxy_problem() -> str | None:
@@ -218,16 +218,21 @@ class _Load:
 # -- the contract ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("rule", RULES, ids=rule_name)
 def test_the_local_provider_keeps_the_contract(
-    providers: Callable[..., LocalProvider],
+    providers: Callable[..., LocalProvider], rule: Rule
 ) -> None:
+    """The provider contract (zdd.testing), one test per rule, on real processes
+    behind a real HAProxy."""
+
     def make(state: zdd.FleetState) -> Provider:
         p = providers()
         for m in state.live:
             p.launch(m.version, group=m.group, region=m.region)
+        p.wait_healthy(30.0)
         return p
 
-    check_provider(make)
+    check_rule(rule, make, timeout=30.0)
 
 
 def test_it_is_a_provider_with_weights_and_cordons(
