@@ -30,6 +30,7 @@ PURE = [
     "_durations.py",
     "_errors.py",
     "_record.py",
+    "_strategies.py",
     "_executor.py",
     "_hooks.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
@@ -45,6 +46,7 @@ ALLOWED_STDLIB = {
     "itertools",
     "json",
     "re",
+    "shlex",
     "attrs",
     "typing_extensions",
 }
@@ -54,9 +56,9 @@ PURE_INTERNAL = {
     "_project",
     "_durations",
     "_errors",
-    "_config",
     "_planning",
     "_record",
+    "_strategies",
     "_executor",
     "_hooks",
 }

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from ._config import Strategy
 from ._errors import (
     ActionFailed,
     ProviderContractError,
@@ -43,6 +42,7 @@ from ._executor import (
 )
 from ._model import Capabilities, Desired, FleetState, Machine
 from ._planning import rollback_desired, rollback_strategy
+from ._strategies import Strategy
 from .providers import Provider
 from .reporters import Reporter
 

@@ -39,7 +39,6 @@ from typing import Any, Literal, ParamSpec, TypeAlias
 
 import attrs
 
-from ._config import Immediate, Rolling, Strategy
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
@@ -75,6 +74,7 @@ from ._record import (
     gate_key,
     pause_key,
 )
+from ._strategies import Immediate, Rolling, Strategy
 
 __all__ = [
     "Abort",

@@ -13,7 +13,6 @@ from typing import Any
 
 import attrs
 
-from .._config import BlueGreen, Canary, Immediate, Rolling, Strategy
 from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible
 from .._model import (
     Capabilities,
@@ -42,6 +41,7 @@ from .._record import (
     from_key,
     start_key,
 )
+from .._strategies import BlueGreen, Canary, Immediate, Rolling, Strategy
 from . import bluegreen, canary, immediate, rolling
 from ._core import GroupContext, ensure_no_volume, retire_elements
 from ._schedule import NO_FLOOR, Budget, Element, Phase, Scheduled, Scheduler, Task, lay_out

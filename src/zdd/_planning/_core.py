@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 
-from .._config import Rolling, Strategy
 from .._errors import PlanningImpossible
 from .._model import FrozenMap, GroupSpec, Health, Machine, MachineState, natural_key
 from .._plan import (
@@ -20,6 +19,7 @@ from .._plan import (
     Update,
     WaitHealthy,
 )
+from .._strategies import Rolling, Strategy
 from ._schedule import Budget, Element, Scheduled, Task
 
 RUNNING = frozenset({MachineState.STARTED, MachineState.STARTING})

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._config import BlueGreen, Rolling
 from .._model import Desired, Machine, MachineState
 from .._plan import Cordon, Destroy, Gate, Label, Pause, Uncordon
 from .._record import SWITCHED, RecordView, bluegreen_key
+from .._strategies import BlueGreen, Rolling
 from ._core import (
     RUNNING,
     GroupContext,

@@ -18,11 +18,11 @@ from collections.abc import Mapping
 
 import attrs
 
-from .._config import Canary, Rolling
 from .._errors import InvalidFleetState
 from .._model import Desired, Health, Machine, MachineState
 from .._plan import Destroy, Gate, Label, Pause, Uncordon
 from .._record import PASSED, RecordView, canary_key
+from .._strategies import Canary, Rolling
 from ._core import (
     GroupContext,
     create_task,

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from .._config import Immediate
 from .._model import Desired, MachineState
 from .._plan import Action, Create, Destroy, Start, Uncordon, Update
+from .._strategies import Immediate
 from ._core import GroupContext, by_region, ensure_no_volume, is_current, pick_excess, protects
 from ._schedule import Budget, Element, Phase, Scheduled, Task
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._config import Rolling
 from .._errors import PlanningImpossible
 from .._model import Desired
+from .._strategies import Rolling
 from ._core import GroupContext, is_current, rollback_options, rolling_phase
 from ._schedule import Phase
 

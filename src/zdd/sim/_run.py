@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from .._config import Strategy
 from .._errors import DeploymentLocked, InvalidConfig
 from .._executor import (
     Abort,
@@ -21,6 +20,7 @@ from .._executor import (
     Tick,
 )
 from .._model import Desired, FleetState, FrozenMap, Health, Machine
+from .._strategies import Strategy
 from ..providers.simulated import Faults, HealthMode, ReleaseBehaviour, SimulatedFleet, Traffic
 from ..reporters import Reporter
 from ._report import SimulationReport, TimelinePoint
