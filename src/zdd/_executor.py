@@ -1287,6 +1287,8 @@ class ExecutorCore:
                 # its stop or update a failure) until its task is done or it is released
                 self._taken.add(action.machine)
                 self._avail.get(action.group, set()).discard(action.machine)
+                # whatever it served as before, it must be seen serving again to count
+                self._confirmed.discard(action.machine)
                 run.took.append(action.machine)
             run.queued -= 1
             run.in_flight += 1
