@@ -231,7 +231,9 @@ def test_the_threaded_driver_holds_a_take_out_while_a_machine_is_down():
     # boots take 0.3 s: m1 is seen healthy by the same look at the fleet that sees m3
     # down (a crash between two looks is not observed: the view is at most one poll old)
     provider = MemoryProvider(fleet(3), boot=0.3, fail={"cordon": note_cordon})
-    result = deploy(provider, zdd.Rolling(max_unavailable=1, drain_delay=0), 3)
+    result = deploy(
+        provider, zdd.Rolling(max_unavailable=1, drain_delay=0), 3, observe_interval=POLL
+    )
     assert result.converged, result.error
     assert_all(provider, "v2", 3)
     m2 = [(t, m3_serving) for mid, t, m3_serving in seen if mid == "m2"]

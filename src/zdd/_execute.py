@@ -72,6 +72,7 @@ def execute(
     owner: str | None = None,
     lock_ttl: float = 30.0,
     poll_interval: float = 2.0,
+    observe_interval: float | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] | None = None,
 ) -> DeployResult:
@@ -79,6 +80,9 @@ def execute(
 
     Provider calls run on a thread pool bounded by ``options.concurrency``;
     machines the executor waits on are polled every ``poll_interval`` seconds.
+    While machines are taken out of service, the whole fleet is observed every
+    ``observe_interval`` seconds (default: the poll interval, at least 1 s, within
+    Fly's rate for listing): the floor is held against that view.
     The fleet's lock is taken first (:class:`~zdd.DeploymentLocked` if another
     executor holds it), refreshed every ``lock_ttl / 3`` seconds and always
     released. Ctrl-C (``KeyboardInterrupt``) starts a rollback where the
@@ -102,7 +106,8 @@ def execute(
     interrupted = 0
     try:
         drv.feed(Begin(clock(), _observe(provider)))
-        next_poll = clock()
+        next_poll = next_view = clock()
+        view_every = observe_interval if observe_interval is not None else max(poll_interval, 1.0)
         next_refresh = clock() + lock_ttl / 3
         while True:
             try:
@@ -116,17 +121,18 @@ def execute(
                     provider.acquire_lock(holder, lock_ttl)
                     next_refresh = now + lock_ttl / 3
                 if now >= next_poll and not drv.cmds.finished:
-                    if drv.cmds.view:
+                    seen: frozenset[str] = frozenset()
+                    if drv.cmds.view and now >= next_view:
                         # the floor is held against the observed fleet: look at all of it
                         with contextlib.suppress(ActionFailed):
                             state = _observe(provider)
                             drv.feed(Observed(clock(), state))
-                            # (a machine too new for the list is read on its own)
-                            for mid in sorted(m for m in drv.cmds.watched if m not in state):
-                                drv.poll(mid)
-                    else:
-                        for mid in sorted(drv.cmds.watched):
-                            drv.poll(mid)
+                            seen = frozenset(m.id for m in state.machines)
+                        next_view = now + view_every
+                    # the machines waited on, read one by one (a machine too new for the
+                    # list among them)
+                    for mid in sorted(m for m in drv.cmds.watched if m not in seen):
+                        drv.poll(mid)
                     next_poll = now + poll_interval
                 wake = drv.cmds.wake_at
                 timeout = (
