@@ -496,3 +496,14 @@ def group_facts(state: zdd.FleetState, group: str, version: str) -> tuple[bool, 
         any(m.presumed_serving for m in volumes),
         any(m.presumed_serving for m in outdated),
     )
+
+
+def promised_floor(strategy: zdd.Strategy, n: int) -> int:
+    """The floor promised to a serving group of ``n`` (no volumes), from the documented
+    rules: ``desired`` for bluegreen, ``max(1, desired - max_unavailable)`` for rolling
+    and canary's promotion."""
+    if isinstance(strategy, zdd.BlueGreen):
+        return n
+    rolling = strategy.then if isinstance(strategy, zdd.Canary) else strategy
+    assert isinstance(rolling, zdd.Rolling)
+    return max(1, n - rolling.unavailable_budget(n)) if n else 0

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 import attrs
+import strategies as zst
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -46,12 +47,7 @@ V2 = zdd.Release(version="v2", checks=[CHECK])
 TAKE_OUT = ("cordon", "stop", "update", "destroy")
 
 
-def _floor(strategy: zdd.Strategy, n: int) -> int:
-    if isinstance(strategy, zdd.BlueGreen):
-        return n
-    rolling = strategy.then if isinstance(strategy, zdd.Canary) else strategy
-    assert isinstance(rolling, zdd.Rolling)
-    return max(1, n - rolling.unavailable_budget(n)) if n else 0
+_floor = zst.promised_floor
 
 
 def _ceiling(strategy: zdd.Strategy, n: int) -> int:

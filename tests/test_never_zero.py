@@ -48,13 +48,7 @@ CHECK = zdd.HealthCheck(type="http", path="/health", interval=5.0)
 V2 = zdd.Release(version="v2", checks=[CHECK])
 
 
-def _floor(strategy: zdd.Strategy, n: int) -> int:
-    """The promised floor of a group of ``n`` (no volumes), from the documented rules."""
-    if isinstance(strategy, zdd.BlueGreen):
-        return n
-    rolling = strategy.then if isinstance(strategy, zdd.Canary) else strategy
-    assert isinstance(rolling, zdd.Rolling)
-    return max(1, n - rolling.unavailable_budget(n)) if n else 0
+_floor = zst.promised_floor
 
 
 # -- generators --------------------------------------------------------------------
