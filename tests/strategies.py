@@ -507,3 +507,24 @@ def promised_floor(strategy: zdd.Strategy, n: int) -> int:
     rolling = strategy.then if isinstance(strategy, zdd.Canary) else strategy
     assert isinstance(rolling, zdd.Rolling)
     return max(1, n - rolling.unavailable_budget(n)) if n else 0
+
+
+#: Action kinds that take a serving machine out of service.
+TAKE_OUT = ("cordon", "stop", "update", "destroy")
+
+
+def take_out_at_floor(fleet: Any, action: zdd.Action, floors: Mapping[str, int]) -> str | None:
+    """What is wrong when ``action`` is issued now on the simulated ``fleet``: a take-out
+    of a serving machine while its group serves at or below its floor (``None``: fine,
+    or not a take-out of a serving machine)."""
+    m = fleet.machines.get(action.machine or "")
+    if action.kind not in TAKE_OUT or m is None or not m.serving:
+        return None
+    serving = fleet.serving.get(m.group, 0)
+    floor = floors.get(m.group)
+    if floor is not None and serving <= floor:
+        return (
+            f"t={fleet.now:g}: {action.kind} {m.id} with {serving} of {m.group} "
+            f"serving, floor {floor}"
+        )
+    return None

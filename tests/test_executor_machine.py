@@ -44,7 +44,6 @@ from zdd.providers.simulated import ReleaseBehaviour, SimulatedFleet
 
 CHECK = zdd.HealthCheck(type="http", path="/health", interval=5.0)
 V2 = zdd.Release(version="v2", checks=[CHECK])
-TAKE_OUT = ("cordon", "stop", "update", "destroy")
 
 
 _floor = zst.promised_floor
@@ -148,16 +147,9 @@ class ExecutorMachine(RuleBasedStateMachine):
             self.feed(MachineSeen(self.fleet.now, machine_id, self.fleet.machine(machine_id)))
 
     def _check_take_out(self, action: zdd.Action) -> None:
-        m = self.fleet.machines.get(action.machine or "")
-        if action.kind not in TAKE_OUT or m is None or not m.serving:
-            return
-        serving = self.fleet.serving.get(m.group, 0)
-        floor = self.floors.get(m.group)
-        if floor is not None and serving <= floor:
-            self.violations.append(
-                f"t={self.fleet.now:g}: {action.kind} {m.id} with {serving} of {m.group} "
-                f"serving, floor {floor}"
-            )
+        wrong = zst.take_out_at_floor(self.fleet, action, self.floors)
+        if wrong is not None:
+            self.violations.append(wrong)
 
     # -- the rules -------------------------------------------------------------------
 

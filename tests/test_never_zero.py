@@ -124,8 +124,6 @@ class TakeOutLog:
     """Wraps a simulated fleet: at the instant the executor issues each action, notes
     whether it takes a serving machine out and how many of its group serve."""
 
-    TAKE_OUT = ("cordon", "stop", "update", "destroy")
-
     def __init__(self, fleet: SimulatedFleet) -> None:
         self.fleet = fleet
         self.violations: list[str] = []
@@ -141,16 +139,11 @@ class TakeOutLog:
 
     def check(self, action: zdd.Action) -> None:
         m = self.fleet.machines.get(action.machine or "")
-        if action.kind not in self.TAKE_OUT or m is None or not m.serving:
-            return
-        self.take_outs += 1
-        serving = self.fleet.serving.get(m.group, 0)
-        floor = self.floors.get(m.group)
-        if floor is not None and serving <= floor:
-            self.violations.append(
-                f"t={self.fleet.now:g}: {action.kind} {m.id} with {serving} of "
-                f"{m.group} serving, floor {floor}"
-            )
+        if action.kind in zst.TAKE_OUT and m is not None and m.serving:
+            self.take_outs += 1
+        wrong = zst.take_out_at_floor(self.fleet, action, self.floors)
+        if wrong is not None:
+            self.violations.append(wrong)
 
 
 @SIM

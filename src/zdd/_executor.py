@@ -454,12 +454,8 @@ class ExecutorCore:
 
     @property
     def watched(self) -> frozenset[str]:
-        """Machines whose state the driver should report with :meth:`machine_seen`."""
+        """Machines whose state the driver must report (:class:`MachineSeen`)."""
         return frozenset(self._watch) | frozenset(self._settling)
-
-    def is_watched(self, machine_id: str) -> bool:
-        """Whether :meth:`machine_seen` wants news of ``machine_id`` (cheap)."""
-        return machine_id in self._watch or machine_id in self._settling
 
     @property
     def wants_view(self) -> bool:
@@ -655,7 +651,7 @@ class ExecutorCore:
             m = state.get(mid)
             if m is not None and (mid in self._watch or mid in self._settling):
                 # (a machine missing from a list may only be too new for it: the
-                # driver reads it on its own, see missing_from)
+                # driver reads it on its own)
                 self._on_machine_seen(now, m, mid)
         self._pump()
 

@@ -162,12 +162,6 @@ class FlyMachines:
     def __repr__(self) -> str:
         return f"FlyMachines(app={self.app!r}, base_url={self.base_url!r}, token=<redacted>)"
 
-    # -- configuration ---------------------------------------------------------
-
-    def _register_release(self, release: Release) -> None:
-        """Make ``release`` (its image, env and checks) available to creates and updates."""
-        self._releases[release.version] = release
-
     def capabilities(self) -> Capabilities:
         return Capabilities(traffic_weights=False, cordon=True, volumes=True)
 

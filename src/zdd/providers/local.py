@@ -461,7 +461,7 @@ class LocalProvider:
         release = getattr(action, "release", None)
         if isinstance(release, Release):
             # what a machine of this version looks like comes with the action
-            self._release_env[release.version] = dict(release.env)
+            self._register_release(release)
         if isinstance(action, Create):
             return self._create(
                 action.group, action.region, action.version, action.key, action.role, action.hidden
