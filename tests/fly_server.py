@@ -65,7 +65,7 @@ M = "/v1/apps/{app_name}/machines"
 _PATH = re.compile(
     r"/v1/apps/(?P<app>[^/]+)/machines"
     r"(?:/(?P<id>[^/]+)"
-    r"(?:/(?P<action>start|stop|cordon|uncordon|wait|lease|events|metadata)"
+    r"(?:/(?P<action>start|stop|cordon|uncordon|wait|lease|events|versions|metadata)"
     r"(?:/(?P<key>[^/]+))?)?)?"
 )
 _WAIT_STATES = ("started", "stopped", "suspended", "destroyed", "failed", "settled")
@@ -121,6 +121,8 @@ class _Fly:
     health_at: float = 0.0
     gen: int = 0
     private_ip: str = ""
+    #: (Fly version id, config) of every config the machine had, oldest first
+    history: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
 
     @property
     def destroyed(self) -> bool:
@@ -384,6 +386,7 @@ class FlyMachinesServer:
             health_at=now,
         )
         fm.private_ip = self._private_ip()
+        fm.history.append((fm.version, config))
         self._event(fm, "launch", "created", "user")
         if sim.state is zdd.MachineState.STARTED:
             self._event(fm, "start", "started", "flyd")
@@ -758,6 +761,7 @@ class FlyMachinesServer:
             ("POST", mid + "/lease"): lambda i, _k, r: self._lease_post(i, r),
             ("DELETE", mid + "/lease"): lambda i, _k, r: self._lease_delete(i, r),
             ("GET", mid + "/events"): lambda i, _k, r: self._events(i, r),
+            ("GET", mid + "/versions"): lambda i, _k, r: self._versions(i),
             ("GET", mid + "/metadata"): lambda i, _k, r: self._metadata_get(i),
             ("PATCH", mid + "/metadata"): lambda i, _k, r: self._metadata_patch(i, r),
             ("GET", mid + "/metadata/{key}"): lambda i, k, r: self._metadata_key_get(i, k),
@@ -842,6 +846,7 @@ class FlyMachinesServer:
             health_at=now,
         )
         fm.private_ip = self._private_ip()
+        fm.history.append((fm.version, config))
         self._event(fm, "launch", "created", "user")
         skip_launch = bool(body.get("skip_launch"))
         if self._is_release_command(config):
@@ -916,6 +921,7 @@ class FlyMachinesServer:
             )
         fm.config = config
         fm.version = self._ulid()
+        fm.history.append((fm.version, config))
         if body.get("name"):
             fm.name = body["name"]
         self._event(fm, "update", "replacing", "user")
@@ -1115,6 +1121,10 @@ class FlyMachinesServer:
             raise self._held_by(fm, lease)
         fm.lease = None
         return _Reply(200, {"status": "success", "data": {"ok": True}})
+
+    def _versions(self, mid: str) -> _Reply:
+        fm = self._get(mid)
+        return _Reply(200, [{"version": v, "user_config": c} for v, c in reversed(fm.history)])
 
     def _events(self, mid: str, r: _Request) -> _Reply:
         fm = self._get(mid, allow_destroyed=True)  # a release command's exit code stays readable

@@ -41,25 +41,9 @@ def fly(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FlyMachinesServer]]:
         srv.__exit__(None, None, None)
 
 
-#: Rules the Fly provider breaks today: its lock is the leases this process holds, so
-#: a second owner through the same provider refreshes them instead of being refused,
-#: and an owner is not told apart from another (issue 10: leases that know their owner).
-FLY_KNOWN_BROKEN = {"locks", "lets_an_expired_lock_be_taken_over"}
-
-
 @pytest.mark.parametrize(
     "rule",
-    [
-        pytest.param(
-            r,
-            marks=pytest.mark.xfail(
-                strict=True, reason="issue 10: Fly leases do not know their owner yet"
-            ),
-        )
-        if rule_name(r) in FLY_KNOWN_BROKEN
-        else r
-        for r in RULES
-    ],
+    RULES,
     ids=rule_name,
 )
 def test_the_fly_provider_keeps_the_contract(rule: Rule, fly: list[FlyMachinesServer]) -> None:
@@ -69,7 +53,9 @@ def test_the_fly_provider_keeps_the_contract(rule: Rule, fly: list[FlyMachinesSe
         srv = FlyMachinesServer(state, token=TOKEN, speed=50.0)
         srv.__enter__()
         fly.append(srv)
-        return FlyMachines("hello", base_url=srv.url)
+        # what a v2 machine looks like (actions built by hand carry no release)
+        v2 = zdd.Release(version="v2", image="registry.fly.io/hello:v2")
+        return FlyMachines("hello", base_url=srv.url, releases={"v2": v2})
 
     check_rule(rule, make)
 

@@ -21,6 +21,7 @@ from ._durations import format_duration, parse_duration
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
+    DeploymentSuperseded,
     DeployTimeout,
     InvalidConfig,
     InvalidFleetState,
@@ -81,6 +82,7 @@ __all__ = [
     "DeployResult",
     "DeployTimeout",
     "DeploymentLocked",
+    "DeploymentSuperseded",
     "DeploymentRecord",
     "Desired",
     "Destroy",

@@ -81,6 +81,8 @@ class Config:
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
     traffic_groups: tuple[str, ...] | None = None
+    #: the decoded file itself (what a provider builds machines from); never in a repr
+    raw: Mapping[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
 
     def release(self, version: str, group: str = "app") -> Release:
         """The release of ``group`` at ``version``: this file's checks and mounts for it."""
@@ -93,20 +95,41 @@ class Config:
             mounts=[m for m in self.mounts if not m.processes or group in m.processes],
             kill_signal=self.kill_signal,
             kill_timeout=self.kill_timeout,
+            app_config=self.raw,
         )
 
-    def desired(self, state: FleetState, version: str) -> Desired:
-        """Keep ``state``'s shape, move every group to ``version`` under this config."""
+    def desired(self, state: FleetState, version: str, *, new_groups: bool = False) -> Desired:
+        """Keep ``state``'s shape, move every group to ``version`` under this config.
+
+        ``new_groups``: a ``[processes]`` group with no machine yet (every group, on an
+        app's first deploy) gets flyctl's first machines in ``primary_region``: 2 for
+        a group that serves traffic (flyctl's ``--ha`` default), 1 for a worker or a
+        group with a volume.
+        """
         groups = set(state.groups())
         groups.update(RecordView(state.record).desired_groups())
         releases = {g: self.release(version, g) for g in groups}
         desired = Desired.from_fleet(state, releases)
-        return Desired(
-            groups=[
-                GroupSpec(name=g.name, release=self.release(version, g.name), regions=g.regions)
-                for g in desired.groups
-            ]
-        )
+        specs = [
+            GroupSpec(name=g.name, release=self.release(version, g.name), regions=g.regions)
+            for g in desired.groups
+        ]
+        if new_groups:
+            for group in self.processes:
+                if group in groups:
+                    continue
+                if not self.primary_region:
+                    raise InvalidConfig(
+                        f"group {group!r} has no machine yet and zdd would create its first "
+                        f"ones in primary_region, which is not set; add primary_region",
+                        field="primary_region",
+                    )
+                release = self.release(version, group)
+                count = 2 if release.serves_traffic and not release.mounts else 1
+                specs.append(
+                    GroupSpec(name=group, release=release, regions={self.primary_region: count})
+                )
+        return Desired(groups=specs)
 
 
 # Fly's own keys of [deploy]; any other key there must be one of ours.
@@ -248,6 +271,7 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
         mounts=tuple(mounts),
         kill_signal=kill_signal,
         kill_timeout=kill_timeout,
+        raw=data,
     )
 
 

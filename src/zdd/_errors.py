@@ -17,6 +17,7 @@ __all__ = [
     "ActionFailed",
     "DeployTimeout",
     "DeploymentLocked",
+    "DeploymentSuperseded",
     "InvalidConfig",
     "InvalidFleetState",
     "PlanningImpossible",
@@ -96,3 +97,12 @@ class DeploymentLocked(ZddError):
         super().__init__(message)
         self.holder = holder
         self.since = since
+
+
+class DeploymentSuperseded(DeploymentLocked):
+    """This deployer's leases lapsed (it was paused past them) and another deployment
+    has written to the fleet since: it stops without touching the fleet again.
+
+    Attributes:
+        holder: the deployment that ran since, when known.
+    """

@@ -19,10 +19,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from ._errors import (
     ActionFailed,
+    DeploymentLocked,
     ProviderContractError,
     ZddError,
 )
 from ._executor import (
+    Abort,
     ActionDone,
     ActionError,
     Begin,
@@ -108,6 +110,7 @@ def execute(
         drv.feed(Begin(clock(), _observe(provider)))
         next_poll = next_view = clock()
         view_every = observe_interval if observe_interval is not None else max(poll_interval, 1.0)
+        refresh = _Refresh(provider, holder, lock_ttl, clock)
         next_refresh = clock() + lock_ttl / 3
         while True:
             try:
@@ -117,9 +120,8 @@ def execute(
                 if drv.cmds.full_observe and not drv.futures:
                     drv.feed(FullObserved(clock(), _observe(provider)))
                     continue
-                if now >= next_refresh:
-                    provider.acquire_lock(holder, lock_ttl)
-                    next_refresh = now + lock_ttl / 3
+                if now >= next_refresh and not drv.cmds.finished:
+                    next_refresh = refresh.due(now, drv)
                 if now >= next_poll and not drv.cmds.finished:
                     seen: frozenset[str] = frozenset()
                     if drv.cmds.view and now >= next_view:
@@ -167,6 +169,51 @@ def execute(
             provider.release_lock(holder)
     assert drv.cmds.result is not None
     return drv.cmds.result
+
+
+class _Refresh:
+    """The lock's periodic refresh: a transient failure is retried sooner, and a refresh
+    that keeps failing, or finds the fleet taken, stops the deployment in a stated way
+    (:class:`Abort`) instead of escaping :func:`execute`."""
+
+    def __init__(
+        self, provider: Provider, holder: str, ttl: float, clock: Callable[[], float]
+    ) -> None:
+        self.provider = provider
+        self.holder = holder
+        self.ttl = ttl
+        self.clock = clock
+        self.renewed = clock()
+
+    def due(self, now: float, drv: _Driver) -> float:
+        """Refresh now; when to refresh next."""
+        try:
+            self.provider.acquire_lock(self.holder, self.ttl)
+        except DeploymentLocked as exc:
+            drv.feed(Abort(self.clock(), f"the lock was lost: {exc}", type(exc)))
+            return now + self.ttl
+        except ActionFailed as exc:
+            if self.clock() - self.renewed < self.ttl * 0.8:
+                return now + min(self.ttl / 10, 2.0)  # try again soon, well before expiry
+            drv.feed(
+                Abort(
+                    self.clock(),
+                    f"the lock could not be refreshed for {self.clock() - self.renewed:.0f} s "
+                    f"({exc}); stopped where it was (the record says the deployment is in "
+                    f"progress): run the same deploy again to resume",
+                    ActionFailed,
+                )
+            )
+            return now + self.ttl
+        except ZddError as exc:
+            drv.feed(Abort(self.clock(), f"the lock's refresh failed: {exc}", type(exc)))
+            return now + self.ttl
+        except Exception as exc:  # a provider breaking its contract
+            error = f"provider raised {type(exc).__name__} from acquire_lock(): {exc}"
+            drv.feed(Abort(self.clock(), error, ProviderContractError))
+            return now + self.ttl
+        self.renewed = now
+        return now + self.ttl / 3
 
 
 class _Driver:

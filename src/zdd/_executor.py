@@ -42,6 +42,7 @@ import attrs
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
+    DeploymentSuperseded,
     DeployTimeout,
     InvalidConfig,
     PlanningImpossible,
@@ -258,10 +259,12 @@ class Interrupt:
 
 @attrs.frozen
 class Abort:
-    """Stop now as failed, without rolling back (the driver cannot go on)."""
+    """Stop now as failed, without rolling back (the driver cannot go on: its lock was
+    lost, say). ``kind``: the error's type, for :attr:`DeployResult.exception`."""
 
     now: float
     reason: str
+    kind: type[ZddError] = ZddError
 
 
 Event: TypeAlias = (
@@ -425,8 +428,8 @@ class ExecutorCore:
             case Interrupt(now):
                 self.interrupt_pending = False
                 self._on_interrupt(now)
-            case Abort(now, reason):
-                self._on_abort(now, reason)
+            case Abort(now, reason, kind):
+                self._on_abort(now, reason, kind)
             case _:  # pragma: no cover - the type says it cannot happen
                 raise TypeError(f"not an executor event: {event!r}")
         return Commands(
@@ -715,10 +718,12 @@ class ExecutorCore:
             self._finish("failed", str(exc), type(exc))
         self._pump()
 
-    def _on_abort(self, now: float, reason: str) -> None:
+    def _on_abort(self, now: float, reason: str, kind: type[ZddError]) -> None:
         """Stop now as failed, without rolling back (the driver cannot go on)."""
         self._now = now
-        self._finish("failed", reason, ZddError)
+        if issubclass(kind, DeploymentLocked):
+            reason = _stopped(reason, kind, self.mode == "rollback")
+        self._finish("failed", reason, kind)
 
     def _on_interrupt(self, now: float) -> None:
         """The user asked to stop: roll back where the strategy can, else stop."""
@@ -1194,6 +1199,11 @@ class ExecutorCore:
             return
         self._failure = reason
         self._failure_kind = kind
+        if issubclass(kind, DeploymentLocked):
+            # someone else holds the fleet now: neither going on nor rolling back is
+            # ours to do; stop where we are, the record saying so
+            self._finish("failed", _stopped(reason, kind, self.mode == "rollback"), kind)
+            return
         if self.mode == "rollback":
             self._finish("failed", f"rollback failed: {reason}", kind)
             return
@@ -1317,10 +1327,23 @@ _BOOTING = frozenset(
 )
 
 
+def _stopped(reason: str, kind: type[ZddError], rolling_back: bool) -> str:
+    """The message of a deployment stopped because the fleet is not ours any more."""
+    what = "rollback" if rolling_back else "deployment"
+    if issubclass(kind, DeploymentSuperseded):
+        return f"{reason}; the {what} stopped without changing anything more"
+    return (
+        f"{reason}; the {what} stopped where it was (the record says it is in progress): "
+        f"run the same deploy again once the lock is free, and it resumes"
+    )
+
+
 def _typed(kind: type[ZddError], message: str) -> ZddError:
     """The failure as an error of its kind (the message names the holder of a lock)."""
     if issubclass(kind, DeploymentLocked):
-        return DeploymentLocked(message, holder="")
+        return (
+            DeploymentSuperseded if issubclass(kind, DeploymentSuperseded) else DeploymentLocked
+        )(message, holder="")
     try:
         return kind(message)
     except TypeError:  # a third party's error class that needs more than a message

@@ -199,6 +199,10 @@ class Release:
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
     serves_traffic: bool = True
+    #: The app's decoded configuration file (fly.toml), for providers that build a
+    #: machine from it as their own tools do; ``None`` when there is none. Not part
+    #: of equality, never in a repr (``[env]`` holds secrets).
+    app_config: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
 
     @version.validator
     def _check_version(self, _: object, value: str) -> None:

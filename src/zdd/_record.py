@@ -19,6 +19,7 @@ import attrs
 __all__ = [
     "APPROVED",
     "DEPLOYING",
+    "DEPLOYMENT",
     "DONE",
     "PASSED",
     "PHASE",
@@ -37,6 +38,7 @@ __all__ = [
     "encode_target",
     "from_key",
     "gate_key",
+    "image_key",
     "parse_target",
     "pause_key",
     "start_key",
@@ -54,6 +56,9 @@ TARGET = "target"
 STRATEGY = "strategy"
 #: While rolling back: the target of the deployment being rolled back.
 ROLLBACK_OF = "rollback_of"
+#: The deployer that last wrote the record (its lock owner): what the leases it
+#: holds are described with, so that its own leases are never taken for a stranger's.
+DEPLOYMENT = "deployment"
 
 #: A gate's answer once approved (``gate.<name>``).
 APPROVED = "approved"
@@ -91,6 +96,12 @@ def bluegreen_key(group: str) -> str:
 def gate_key(name: str) -> str:
     """``approved`` once gate ``name`` passed."""
     return f"gate.{name}"
+
+
+def image_key(group: str, version: str) -> str:
+    """The image ``version`` of ``group`` ran when the deployment began: what a resumed
+    rollback restores on a provider that cannot read it back from the machines."""
+    return f"image.{group}.{version}"
 
 
 def pause_key(key: str) -> str:
@@ -159,6 +170,13 @@ class RecordView:
     @property
     def rollback_of(self) -> str | None:
         return self.values.get(ROLLBACK_OF)
+
+    @property
+    def deployment(self) -> str | None:
+        return self.values.get(DEPLOYMENT)
+
+    def image(self, group: str, version: str) -> str | None:
+        return self.values.get(image_key(group, version))
 
     @property
     def strategy(self) -> str | None:

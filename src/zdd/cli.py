@@ -214,6 +214,14 @@ def _build_parser() -> _Parser:
         help="how often machines being waited on are read (default 2s)",
     )
     d.add_argument(
+        "--lock-ttl",
+        type=_duration("--lock-ttl"),
+        default=30.0,
+        metavar="DUR",
+        help="how long the fleet's leases last between refreshes (default 30s); a deployer "
+        "paused longer than this loses them and stops when it resumes",
+    )
+    d.add_argument(
         "--gate",
         action="append",
         default=[],
@@ -558,11 +566,14 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     app = args.app or config.app
     if not app:
         raise _UsageError("give the Fly app with --app NAME (or app in fly.toml)")
+    if args.lock_ttl < 2:
+        raise _UsageError("--lock-ttl: leases must last at least 2s (default 30s)")
     config = attrs.evolve(config, image=image)
     provider = FlyMachines(app, base_url=args.api_url)
     state = provider.observe()
     version = args.target_version or _image_version(image)
-    desired = config.desired(state, version)
+    # groups with no machine yet get flyctl's first machines in primary_region
+    desired = config.desired(state, version, new_groups=True)
     preview = _preview(state, desired, strategy, provider.capabilities())
     if not args.dry_run:
         _warn(preview.warnings)  # the dry run's plan text starts with them
@@ -582,7 +593,11 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         options=ExecuteOptions(gates=gates),
         reporter=reporter,
         poll_interval=args.poll_interval,
+        lock_ttl=args.lock_ttl,
     )
+    if isinstance(result.exception, DeploymentLocked):
+        _fail(str(result.exception))  # the fleet is someone else's now: stopped, stated
+        return EXIT_LOCKED
     return EXIT_OK if result.converged else EXIT_FAILED
 
 

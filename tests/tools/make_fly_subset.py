@@ -46,6 +46,7 @@ KEEP: dict[str, tuple[str, ...]] = {
     MID + "/wait": ("get",),
     MID + "/lease": ("get", "post", "delete"),
     MID + "/events": ("get",),
+    MID + "/versions": ("get",),
     MID + "/metadata": ("get", "patch"),
     MID + "/metadata/{key}": ("get", "post", "delete"),
 }

@@ -136,7 +136,7 @@ def rollback_desired(state: FleetState, forward: Desired) -> Desired:
         # what the old version's machines looked like (image, env) is not in the
         # record: the rollback's release says only its version and checks, and a
         # provider builds its machines from what it knows of that version
-        back = attrs.evolve(spec.release, version=version, image="", env={})
+        back = attrs.evolve(spec.release, version=version, image="", env={}, app_config=None)
         groups.append(GroupSpec(name=spec.name, release=back, regions=regions))
     return Desired(groups=groups)
 

@@ -35,13 +35,24 @@ import contextlib
 import json
 import os
 import random
+import re
 import shlex
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from .._errors import ActionFailed, DeploymentLocked, InvalidConfig, ProviderContractError
+from .._errors import (
+    ActionFailed,
+    DeploymentLocked,
+    DeploymentSuperseded,
+    InvalidConfig,
+    ProviderContractError,
+    ZddError,
+)
 from .._model import FleetState, Health, Machine, MachineState, Release
 from .._plan import (
     Action,
@@ -55,8 +66,13 @@ from .._plan import (
     Uncordon,
     Update,
 )
-from .._record import parse_target
+from .._record import DEPLOYMENT, RecordView, image_key, parse_target
 from . import Capabilities
+
+try:  # TEMP until _fly_config lands
+    from ._fly_config import machine_config, release_command_config
+except ImportError:  # pragma: no cover
+    machine_config = release_command_config = None  # type: ignore[assignment]
 from ._fly_http import (
     _TRANSIENT,
     DEFAULT_BASE_URL,
@@ -103,8 +119,13 @@ class FlyMachines:
             (the actions also carry their release); versions already running are
             learnt from the machines themselves.
         timeout: seconds for one HTTP request.
-        retries: attempts for a transient failure before giving up.
+        retries: attempts of an idempotent request (reads, cordons, stops, leases,
+            metadata) on a transient failure; creates and updates are tried once and
+            their retries are the executor's (each create carries a key, an update
+            that landed is recognised).
         page_size: machines per page when listing.
+        parallel: requests in flight at once for the lease refresh and record writes
+            (Fly paces per machine, so they parallelise).
     """
 
     def __init__(
@@ -117,6 +138,7 @@ class FlyMachines:
         timeout: float = 30.0,
         retries: int = 5,
         page_size: int = 100,
+        parallel: int = 16,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -131,10 +153,12 @@ class FlyMachines:
                 "no API token: set FLY_API_TOKEN (e.g. from `fly tokens deploy`)", field="token"
             )
         self.app = app
+        if base_url is None:
+            base_url = os.environ.get("ZDD_FLY_API_URL") or DEFAULT_BASE_URL
         self._http = FlyHTTP(
             app,
             token.strip(),
-            base_url or os.environ.get("ZDD_FLY_API_URL") or DEFAULT_BASE_URL,
+            base_url,
             timeout=timeout,
             retries=retries,
             rng=rng or random.Random(),
@@ -145,6 +169,7 @@ class FlyMachines:
         self.timeout = timeout
         self.retries = retries
         self.page_size = page_size
+        self.parallel = max(1, parallel)
         self._sleep = sleep
         self._clock = clock
         self._request = self._http.request
@@ -152,8 +177,14 @@ class FlyMachines:
         self._scrub = self._http.scrub
         self._backoff = self._http.backoff
         self._releases: dict[str, Release] = dict(releases or {})
-        self._configs: dict[tuple[str, str], dict[str, Any]] = {}  # (group, version) -> config
+        # (group, version) -> the config of a live machine last seen at that version: a
+        # base for creates and rollbacks, never copied with its mounts or labels
+        self._seen: dict[tuple[str, str], dict[str, Any]] = {}
         self._nonces: dict[str, str] = {}
+        self._holder: str | None = None  # the deployment holding the leases
+        self._renewed_at: float | None = None  # when the last full renewal began
+        self._renewing = threading.RLock()
+        self._attempted: set[str] = set()  # create keys sent (their answers may be lost)
         self._lease_ttl = 30
         self._record_seq = 0
         self._record: dict[str, str] = {}
@@ -186,8 +217,11 @@ class FlyMachines:
                 if seq > best_seq:
                     best_seq, record = seq, values
         with self._lock:
-            self._record_seq = max(self._record_seq, best_seq)
-            self._record = dict(record)
+            if not self._lapsed():
+                # while the leases may have lapsed, a newer record is another
+                # deployment's until the next write's check says otherwise
+                self._record_seq = max(self._record_seq, best_seq)
+                self._record = dict(record)
         return FleetState(machines=machines, record=record)
 
     def machine(self, machine_id: str) -> Machine | None:
@@ -204,11 +238,13 @@ class FlyMachines:
         m = self._to_machine(item)
         return m if m is not None and m.live else None
 
-    def _list(self) -> list[dict[str, Any]]:
+    def _list(self, *, include_leases: bool = False) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(10_000):
             query = {"limit": str(self.page_size)}
+            if include_leases:
+                query["include_leases"] = "true"
             if cursor:
                 query["cursor"] = cursor
             body, headers = self._request_full("GET", "/machines", query=query, action="list")
@@ -240,8 +276,9 @@ class FlyMachines:
             for k, v in metadata.items()
             if k.startswith(_LABEL_PREFIX) and k != RECORD_KEY
         }
-        with self._lock:
-            self._configs[(group, version)] = config
+        if state not in (MachineState.DESTROYED, MachineState.DESTROYING) and config.get("image"):
+            with self._lock:
+                self._seen[(group, version)] = config
         return Machine(
             id=mid,
             version=version,
@@ -257,57 +294,190 @@ class FlyMachines:
     # -- the lock (leases) -----------------------------------------------------
 
     def acquire_lock(self, owner: str, ttl: float) -> None:
-        self._lease_ttl = max(1, round(ttl))
-        taken: list[str] = []
-        for item in self._list():
-            if _metadata(item).get("fly_process_group") == RELEASE_GROUP:
+        """Lease every app machine for ``owner`` (or refresh the leases it holds).
+
+        The leases are described with ``owner``, the deployment's id, which the record
+        also names (``deployment``): a lease zdd finds described so is its own, never
+        someone else's lock. A first acquisition that fails part-way gives back what
+        it took. A deployer whose leases lapsed (paused past them) re-reads the fleet
+        first and raises :class:`~zdd.DeploymentSuperseded` when another deployment
+        has leased it or written its record since.
+        """
+        with self._renewing:
+            with self._lock:
+                holder = self._holder
+            if holder is not None and holder != owner:
+                if not self._lapsed():
+                    raise DeploymentLocked(
+                        f"the app is locked by deployment {holder}; wait for it to finish",
+                        holder=holder,
+                    )
+                with self._lock:  # its leases expired: a new deployment takes the fleet
+                    self._holder, self._renewed_at = None, None
+                    self._nonces.clear()
+            self._renew(owner, max(1, round(ttl)))
+
+    def _renew(self, owner: str, ttl: int) -> None:
+        started = self._clock()
+        first = self._renewed_at is None
+        if not first and self._lapsed():
+            self._check_not_superseded(owner)
+        with self._lock:
+            self._holder = owner
+            self._lease_ttl = ttl
+        ids = [
+            str(item["id"])
+            for item in self._list()
+            if _metadata(item).get("fly_process_group") != RELEASE_GROUP
+            and str(item.get("state")) not in ("destroyed", "destroying")
+        ]
+        with self._lock:
+            held_before = set(self._nonces)
+        errors: list[ZddError] = []
+        for mid, error in zip(ids, self._map(self._hold, ids), strict=True):
+            if error is None:
                 continue
-            if str(item.get("state")) in ("destroyed", "destroying"):
-                continue
-            mid = str(item["id"])
-            fresh = mid not in self._nonces
-            try:
-                self._lease(mid, owner)
-            except DeploymentLocked:
-                for other in taken:
-                    self._release_lease(other)
-                raise
-            except ActionFailed as exc:
-                if _status(exc) != 404:
-                    raise
-                # destroyed since the list (by this very deployment, often): nothing to hold
-                with self._lock:
+            if isinstance(error, ActionFailed) and _status(error) == 404:
+                with self._lock:  # destroyed since the list (often by this deployment)
                     self._nonces.pop(mid, None)
                 continue
-            if fresh:
-                taken.append(mid)
+            errors.append(error)
+        if errors:
+            locked = [e for e in errors if isinstance(e, DeploymentLocked)]
+            if first:
+                with self._lock:
+                    taken = [m for m in self._nonces if m not in held_before]
+                self._map(self._release_lease, taken)
+                with self._lock:
+                    self._holder = None
+            raise (locked or errors)[0]
+        with self._lock:
+            self._renewed_at = started
 
-    def release_lock(self, owner: str) -> None:
-        for mid in list(self._nonces):
-            self._release_lease(mid)
+    def _lapsed(self) -> bool:
+        """The leases may have expired: the last renewal began a lease TTL ago."""
+        return self._renewed_at is not None and self._clock() - self._renewed_at >= self._lease_ttl
 
-    def _lease(self, mid: str, owner: str) -> None:
-        headers = {}
-        nonce = self._nonces.get(mid)
-        if nonce:
-            headers["fly-machine-lease-nonce"] = nonce
+    def _check_not_superseded(self, owner: str) -> None:
+        """After a lapse: stop if another deployment leased the fleet or wrote its record."""
+        items = self._list(include_leases=True)
+        now = time.time()
+        best_seq, record = -1, {}
+        for item in items:
+            lease = item.get("lease")
+            if isinstance(lease, dict):
+                description = str(lease.get("description") or "")
+                expires = lease.get("expires_at")
+                live = not isinstance(expires, int | float) or expires > now
+                if live and description and description != owner:
+                    raise DeploymentSuperseded(
+                        f"this deployment's leases lapsed (its deployer was paused longer "
+                        f"than the {self._lease_ttl} s lease) and {_who(lease)} holds the "
+                        f"fleet now; stopped without touching it",
+                        holder=description,
+                    )
+            doc = _metadata(item).get(RECORD_KEY)
+            if doc:
+                seq, values = _decode_record(doc)
+                if seq > best_seq:
+                    best_seq, record = seq, values
+        view = RecordView(record)
+        with self._lock:
+            known = self._record_seq
+        if best_seq > known and view.deployment not in (None, owner):
+            raise DeploymentSuperseded(
+                f"this deployment's leases lapsed (its deployer was paused longer than the "
+                f"{self._lease_ttl} s lease) and deployment {view.deployment} has run since "
+                f"(the record says {view.phase or 'nothing'} for {view.target or 'no target'}); "
+                f"stopped without touching the fleet: look at it before deploying again",
+                holder=view.deployment or "",
+            )
+
+    def _hold(self, mid: str) -> ZddError | None:
+        """Take or refresh the lease on ``mid``; the error, if any, as a value."""
+        try:
+            self._lease(mid)
+        except DeploymentLocked as exc:
+            try:
+                nonce = self._adopt(mid, exc)
+            except ZddError as again:
+                return again
+            with self._lock:
+                self._nonces[mid] = nonce
+            try:
+                self._lease(mid)
+            except ZddError as again:
+                return again
+        except ZddError as exc:
+            return exc
+        return None
+
+    def _lease(self, mid: str) -> None:
+        with self._lock:
+            nonce = self._nonces.get(mid)
+            owner = self._holder or ""
+            ttl = self._lease_ttl
+        headers = {"fly-machine-lease-nonce": nonce} if nonce else {}
         body = self._request(
             "POST",
             f"/machines/{_q(mid)}/lease",
-            body={"ttl": self._lease_ttl, "description": owner},
+            body={"ttl": ttl, "description": owner},
             headers=headers,
             action="lease",
             machine=mid,
         )
-        data = body.get("data", body) if isinstance(body, dict) else {}
-        new_nonce = data.get("nonce") if isinstance(data, dict) else None
+        new_nonce = _lease_data(body).get("nonce")
         if not isinstance(new_nonce, str) or not new_nonce:
             raise ProviderContractError(f"the lease on {mid} came back without a nonce")
         with self._lock:
             self._nonces[mid] = new_nonce
 
+    def _adopt(self, mid: str, refused: DeploymentLocked) -> str:
+        """The nonce of the lease on ``mid`` when it is this deployment's own (taken with
+        a create whose answer was lost, or by a refresh whose answer was), or a dead
+        deployer's of this host; otherwise ``refused``, naming the lease's deployment."""
+        try:
+            body = self._request("GET", f"/machines/{_q(mid)}/lease", action="get", machine=mid)
+        except ActionFailed as exc:
+            if _status(exc) == 404:
+                return ""  # the lease expired meanwhile: take a new one
+            raise
+        lease = _lease_data(body)
+        nonce = lease.get("nonce")
+        description = str(lease.get("description") or "")
+        with self._lock:
+            owner = self._holder
+            attempted = bool(self._attempted)
+        ours = description == owner and owner is not None
+        if not ours and not description and attempted:
+            # a lease taken by a create of ours whose answer was lost carries no description
+            item = self._request("GET", f"/machines/{_q(mid)}", action="get", machine=mid)
+            key = _metadata(item).get(_LABEL_PREFIX + "key") if isinstance(item, dict) else None
+            with self._lock:
+                ours = key is not None and key in self._attempted
+        if (ours or _dead_local_deployer(description)) and isinstance(nonce, str) and nonce:
+            return nonce
+        raise DeploymentLocked(
+            f"the app is locked: machine {mid} is leased by {_who(lease)}"
+            + (f" until {_when(lease)}" if _when(lease) else "")
+            + "; wait for it to finish or expire (if its deployer is gone: "
+            f"`fly machine leases clear {mid}`)",
+            holder=description or refused.holder,
+        ) from None
+
+    def release_lock(self, owner: str) -> None:
+        with self._lock:
+            if self._holder not in (None, owner):
+                return
+            mids = list(self._nonces)
+        self._map(self._release_lease, mids)
+        with self._lock:
+            self._holder = None
+            self._renewed_at = None
+
     def _release_lease(self, mid: str) -> None:
-        nonce = self._nonces.pop(mid, None)
+        with self._lock:
+            nonce = self._nonces.pop(mid, None)
         if not nonce:
             return
         # gone, expired or taken: then there is nothing left to release
@@ -320,9 +490,25 @@ class FlyMachines:
                 machine=mid,
             )
 
+    def _map(self, fn: Callable[[str], _T], ids: list[str]) -> list[_T]:
+        """``fn`` over ``ids`` on up to ``parallel`` threads (Fly paces per machine)."""
+        if len(ids) <= 1:
+            return [fn(i) for i in ids]
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(ids))) as pool:
+            return list(pool.map(fn, ids))
+
+    def _guard(self) -> None:
+        """Before a write: renew leases that may have lapsed (stopping if superseded)."""
+        if self._renewed_at is None or not self._lapsed():
+            return
+        with self._renewing:
+            if self._lapsed() and self._holder is not None:
+                self._renew(self._holder, self._lease_ttl)
+
     # -- actions ---------------------------------------------------------------
 
     def perform(self, action: Action) -> Machine | None:
+        self._guard()
         if isinstance(action, Create):
             return self._create(action)
         if isinstance(action, Label):
@@ -335,17 +521,17 @@ class FlyMachines:
         if isinstance(action, Update):
             return self._update(action)
         if isinstance(action, Start):
-            self._mutate("POST", f"{path}/start", mid, action="start")
+            self._write("POST", f"{path}/start", mid, action="start")
         elif isinstance(action, Stop):
             body = {"signal": action.signal, "timeout": f"{action.timeout:g}s"}
-            self._mutate("POST", f"{path}/stop", mid, action="stop", body=body)
+            self._write("POST", f"{path}/stop", mid, action="stop", body=body)
         elif isinstance(action, Cordon):
-            self._mutate("POST", f"{path}/cordon", mid, action="cordon")
+            self._write("POST", f"{path}/cordon", mid, action="cordon")
         elif isinstance(action, Uncordon):
-            self._mutate("POST", f"{path}/uncordon", mid, action="uncordon")
+            self._write("POST", f"{path}/uncordon", mid, action="uncordon")
         elif isinstance(action, Destroy):
             try:
-                self._mutate("DELETE", path, mid, action="destroy", query={"force": "true"})
+                self._write("DELETE", path, mid, action="destroy", query={"force": "true"})
             except ActionFailed as exc:
                 # a destroy carried out whose answer was lost: its retry finds nothing,
                 # which is what a destroy asks for
@@ -358,7 +544,7 @@ class FlyMachines:
             raise ProviderContractError(f"the Fly provider cannot perform {action.kind}")
         return self.machine(mid)
 
-    def _mutate(
+    def _write(
         self,
         method: str,
         path: str,
@@ -367,99 +553,171 @@ class FlyMachines:
         action: str,
         body: Any = None,
         query: dict[str, str] | None = None,
+        retry: bool = True,
     ) -> Any:
-        headers = {}
-        nonce = self._nonces.get(mid)
-        if nonce:
-            headers["fly-machine-lease-nonce"] = nonce
-        return self._request(
-            method, path, body=body, query=query, headers=headers, action=action, machine=mid
-        )
+        """A write to machine ``mid`` with its lease nonce; a 409 for a lease that turns
+        out to be this deployment's own is answered by adopting it. ``retry``: the
+        request is idempotent (cordon, stop, metadata...), so a lost answer may be
+        retried here; creates and updates are not, their retries are the executor's."""
+        for _ in range(2):
+            with self._lock:
+                nonce = self._nonces.get(mid)
+            headers = {"fly-machine-lease-nonce": nonce} if nonce else {}
+            try:
+                return self._request(
+                    method,
+                    path,
+                    body=body,
+                    query=query,
+                    headers=headers,
+                    action=action,
+                    machine=mid,
+                    retry=retry,
+                )
+            except DeploymentLocked as exc:
+                adopted = self._adopt(mid, exc)
+                with self._lock:
+                    if adopted:
+                        self._nonces[mid] = adopted
+                    else:
+                        self._nonces.pop(mid, None)
+        raise ActionFailed(f"{method} {path}: the lease kept changing", transient=True)
 
-    def _release_config(
+    def _machine_config(
         self,
         group: str,
         version: str,
-        base: dict[str, Any] | None,
-        release: Release | None = None,
+        release: Release | None,
+        own: dict[str, Any] | None,
+        mid: str = "",
     ) -> dict[str, Any]:
-        """The machine config of ``version`` for ``group`` (``release``: what the action
-        says a machine of that version looks like)."""
-        with self._lock:
-            known = self._configs.get((group, version))
-            any_of_group = next((c for (g, _), c in self._configs.items() if g == group), None)
-        release = release or self._releases.get(version)
-        config: dict[str, Any] = json.loads(json.dumps(known or base or any_of_group or {}))
-        if release is not None:
-            if release.image:
-                config["image"] = release.image
-            if release.env:
-                config.setdefault("env", {}).update(dict(release.env))
-            if (
-                release.checks
-                and not config.get("checks")
-                and not any(
-                    s.get("checks") for s in config.get("services", []) if isinstance(s, dict)
+        """The config of a machine of ``group`` at ``version``.
+
+        With the release's image: built from its fly.toml as flyctl does, else from
+        the machine's own config (an update) or a machine of the group (a create) with
+        the image swapped. Without one (a rollback): the machine's own config of that
+        version from its history, else a live machine's of that version, else the image
+        the record says the version ran. Never another machine's mounts or labels.
+        """
+        release = release if release is not None else self._releases.get(version)
+        config: dict[str, Any] | None = None
+        if release is not None and release.image:
+            if release.app_config is not None and machine_config is not None:
+                config = machine_config(
+                    release.app_config,
+                    group=group,
+                    image=release.image,
+                    version=version,
+                    env=release.env,
                 )
-            ):
-                config["checks"] = {
-                    (c.name or f"zdd{i}"): _check_config(c) for i, c in enumerate(release.checks)
-                }
+            else:
+                config = _copy(own or self._seen_config(group, version) or self._seen_config(group))
+                config["image"] = release.image
+                if release.env:
+                    config.setdefault("env", {}).update(dict(release.env))
+                if release.checks and not _has_checks(config):
+                    config["checks"] = {
+                        (c.name or f"zdd{i}"): _check_config(c)
+                        for i, c in enumerate(release.checks)
+                    }
+        else:
+            history = self._history_config(mid, version) if mid else None
+            config = _copy(history or self._seen_config(group, version))
+            if not config.get("image"):
+                with self._lock:
+                    image = RecordView(self._record).image(group, version)
+                if image:
+                    config = _copy(own or self._seen_config(group))
+                    config["image"] = image
         if not config.get("image"):
             raise ActionFailed(
-                f"no image known for version {version!r} of group {group!r}; pass --image "
-                f"(or register the release)"
+                f"no image known for version {version!r} of group {group!r}: no machine runs "
+                f"it and the deployment record does not name it; deploy it with --image IMAGE",
+                transient=False,
             )
+        config.pop("mounts", None)
         metadata = config.setdefault("metadata", {})
         for key in [k for k in metadata if k.startswith(_LABEL_PREFIX)]:
             del metadata[key]  # another machine's labels and record copy are not this one's
         metadata["fly_release_version"] = version
         metadata["fly_process_group"] = group
         metadata.setdefault("fly_platform_version", "v2")
+        if own is not None:
+            # what belongs to this machine: its own volume, its labels, the record
+            if own.get("mounts"):
+                config["mounts"] = _copy_list(own["mounts"])
+            for k, v in (own.get("metadata") or {}).items():
+                if k.startswith(_LABEL_PREFIX):
+                    metadata[k] = v
         return config
 
+    def _seen_config(self, group: str, version: str | None = None) -> dict[str, Any] | None:
+        with self._lock:
+            if version is not None:
+                return self._seen.get((group, version))
+            return next((c for (g, _), c in sorted(self._seen.items()) if g == group), None)
+
+    def _history_config(self, mid: str, version: str) -> dict[str, Any] | None:
+        """The newest config of ``version`` in the machine's own history
+        (``GET /machines/{id}/versions``): what a rollback of it restores."""
+        try:
+            versions = self._request(
+                "GET", f"/machines/{_q(mid)}/versions", action="get", machine=mid
+            )
+        except ActionFailed as exc:
+            if _status(exc) in (404, 405, 501):
+                return None
+            raise
+        best: tuple[str, dict[str, Any]] | None = None
+        for entry in versions if isinstance(versions, list) else ():
+            if not isinstance(entry, dict):
+                continue
+            config = entry.get("user_config")
+            if not isinstance(config, dict) or not config.get("image"):
+                continue
+            metadata = config.get("metadata") or {}
+            if isinstance(metadata, dict) and metadata.get("fly_release_version") == version:
+                key = str(entry.get("version") or "")
+                if best is None or key > best[0]:
+                    best = (key, config)
+        return best[1] if best else None
+
     def _create(self, action: Create) -> Machine:
-        existing = self._find_key(action.key)
-        if existing is not None:
-            return existing
-        config = self._release_config(action.group, action.version, None, action.release)
+        with self._lock:
+            retried = action.key in self._attempted
+        if retried:
+            # the create may have happened (its answer lost): look for the key first
+            existing = self._find_key(action.key)
+            if existing is not None:
+                m = self._to_machine(existing)
+                assert m is not None
+                return m
+        group_mounts = action.release.mounts if action.release is not None else ()
+        if group_mounts:
+            raise ActionFailed(
+                f"cannot create a machine of group {action.group!r}: it mounts "
+                f"{group_mounts[0].source!r}, and zdd does not create volumes; create one "
+                f"with `fly volumes create {group_mounts[0].source} -r {action.region}` and "
+                f"deploy again",
+                transient=False,
+            )
+        config = self._machine_config(action.group, action.version, action.release, None)
         config["metadata"][_LABEL_PREFIX + "key"] = action.key
         config["metadata"][_LABEL_PREFIX + "role"] = action.role
         with self._lock:
             record = dict(self._record)
             seq = self._record_seq
+            self._attempted.add(action.key)
         if record:
             config["metadata"][RECORD_KEY] = _encode_record(seq, record)
-        config.pop("mounts", None)  # a new machine never takes another's volume
         body = {
             "config": config,
             "region": action.region,
             "skip_service_registration": action.hidden,
             "lease_ttl": self._lease_ttl,
         }
-        try:
-            item = self._request(
-                "POST", "/machines", body=body, action="create", machine="", retry=False
-            )
-        except ActionFailed as exc:
-            if not exc.transient:
-                raise
-            # the create may have happened: look for the key before trying again
-            for attempt in range(self.retries):
-                self._sleep(self._backoff(attempt, None))
-                found = self._find_key(action.key)
-                if found is not None:
-                    return found
-                try:
-                    item = self._request(
-                        "POST", "/machines", body=body, action="create", machine="", retry=False
-                    )
-                    break
-                except ActionFailed as again:
-                    if not again.transient:
-                        raise
-            else:
-                raise
+        # not idempotent: one attempt; a retry (the executor's) looks the key up first
+        item = self._request("POST", "/machines", body=body, action="create", retry=False)
         if not isinstance(item, dict):
             raise ProviderContractError("create did not answer a machine")
         nonce = item.get("nonce")
@@ -471,39 +729,43 @@ class FlyMachines:
             raise ProviderContractError("create answered a machine without an id")
         return m
 
-    def _find_key(self, key: str) -> Machine | None:
-        body, _ = self._request_full(
-            "GET", "/machines", query={f"metadata.{_LABEL_PREFIX}key": key}, action="list"
-        )
+    def _find_key(self, key: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
+        """The machine created with idempotency key ``key`` (the newest, when several)."""
+        query = {f"metadata.{_LABEL_PREFIX}key": key}
+        if include_deleted:
+            query["include_deleted"] = "true"
+        body, _ = self._request_full("GET", "/machines", query=query, action="list")
         if not isinstance(body, list):
             raise ProviderContractError("GET machines did not answer a JSON array")
-        for item in body:
-            if isinstance(item, dict) and _metadata(item).get(_LABEL_PREFIX + "key") == key:
-                m = self._to_machine(item)
-                if m is not None and m.live:
-                    return m
-        return None
+        found = [
+            item
+            for item in body
+            if isinstance(item, dict)
+            and _metadata(item).get(_LABEL_PREFIX + "key") == key
+            and (include_deleted or str(item.get("state")) not in ("destroyed", "destroying"))
+        ]
+        return max(found, key=lambda i: str(i.get("created_at") or ""), default=None)
 
     def _update(self, action: Update) -> Machine | None:
         mid = action.machine or ""
         current = self._request("GET", f"/machines/{_q(mid)}", action="get", machine=mid)
         if not isinstance(current, dict):
             raise ProviderContractError("GET machine did not answer a JSON object")
-        base = current.get("config") if isinstance(current.get("config"), dict) else {}
+        own = current.get("config") if isinstance(current.get("config"), dict) else {}
+        assert isinstance(own, dict)
         group = _metadata(current).get("fly_process_group") or action.group
-        config = self._release_config(group, action.version, None, action.release)
-        # keep what belongs to this machine: its mounts, its labels, the record
-        if isinstance(base, dict):
-            if base.get("mounts"):
-                config["mounts"] = base["mounts"]
-            for k, v in (base.get("metadata") or {}).items():
-                if k.startswith(_LABEL_PREFIX):
-                    config["metadata"][k] = v
+        config = self._machine_config(group, action.version, action.release, own, mid)
+        if _same_release(own, config):
+            # an update carried out whose answer was lost: this retry has nothing to do
+            return self._to_machine(current)
         body = {
             "config": config,
             "current_version": current.get("version") or current.get("instance_id"),
         }
-        item = self._mutate("POST", f"/machines/{_q(mid)}", mid, action="update", body=body)
+        # not idempotent (current_version): one attempt; the executor retries it
+        item = self._write(
+            "POST", f"/machines/{_q(mid)}", mid, action="update", body=body, retry=False
+        )
         return self._to_machine(item) if isinstance(item, dict) else self.machine(mid)
 
     def _label(self, action: Label) -> Machine | None:
@@ -511,7 +773,7 @@ class FlyMachines:
             patch: dict[str, str | None] = {
                 _LABEL_PREFIX + k.removeprefix("zdd."): v for k, v in action.values.items()
             }
-            self._mutate(
+            self._write(
                 "PATCH",
                 f"/machines/{_q(action.machine)}/metadata",
                 action.machine,
@@ -522,52 +784,109 @@ class FlyMachines:
         with self._lock:
             record = {} if action.replace else dict(self._record)
             record.update(action.values)
+            if action.replace:
+                # what each version runs now: a resumed rollback restores these images
+                for (group, version), config in sorted(self._seen.items()):
+                    if config.get("image"):
+                        record[image_key(group, version)] = str(config["image"])
+            if self._holder:
+                record[DEPLOYMENT] = self._holder
             self._record_seq += 1
             doc = _encode_record(self._record_seq, record)
             self._record = record
-        for item in self._list():
-            if _metadata(item).get("fly_process_group") == RELEASE_GROUP:
-                continue
-            if str(item.get("state")) in ("destroyed", "destroying"):
-                continue
-            mid = str(item["id"])
-            self._mutate(
-                "PATCH",
-                f"/machines/{_q(mid)}/metadata",
-                mid,
-                action="metadata",
-                body={"metadata": {RECORD_KEY: doc}},
-            )
+        ids = [
+            str(item["id"])
+            for item in self._list()
+            if _metadata(item).get("fly_process_group") != RELEASE_GROUP
+            and str(item.get("state")) not in ("destroyed", "destroying")
+        ]
+
+        def write(mid: str) -> ZddError | None:
+            try:
+                self._write(
+                    "PATCH",
+                    f"/machines/{_q(mid)}/metadata",
+                    mid,
+                    action="metadata",
+                    body={"metadata": {RECORD_KEY: doc}},
+                )
+            except ActionFailed as exc:
+                if _status(exc) == 404:
+                    return None  # destroyed meanwhile: it needs no copy
+                return exc
+            except ZddError as exc:
+                return exc
+            return None
+
+        errors = [e for e in self._map(write, ids) if e is not None]
+        if errors:
+            raise errors[0]
         return None
 
     def _run_command(self, action: RunCommand) -> None:
+        """Run the release (or post-deploy) command in a temporary machine, exactly once:
+        its create carries a key, a retry finds the machine the first try made, and a
+        release machine of the same deployment that is still running (a deployer killed
+        mid-command) is waited on instead of starting a second one."""
         try:
             argv = shlex.split(action.command)
         except ValueError as exc:
             raise ActionFailed(f"{action.phase} command cannot be split: {exc}") from None
         version = _first_version(action.target)
         group = _first_group(action.target)
-        config = self._release_config(group, version, None, action.release)
-        for key in ("services", "mounts", "checks", "standbys"):
-            config.pop(key, None)
-        config["init"] = {**(config.get("init") or {}), "cmd": argv}
-        config["restart"] = {"policy": "no"}
-        config["auto_destroy"] = True
-        config["metadata"] = {
-            "fly_platform_version": "v2",
-            "fly_process_group": RELEASE_GROUP,
-            "fly_release_version": version,
-        }
-        item = self._request(
-            "POST",
-            "/machines",
-            body={"config": config, "skip_service_registration": True},
-            action="create",
-            machine="",
-        )
-        if not isinstance(item, dict) or "id" not in item:
-            raise ProviderContractError("create did not answer a machine")
-        mid = str(item["id"])
+        with self._lock:
+            key = f"{action.phase}:{action.target}:{self._holder or ''}"
+            retried = key in self._attempted
+        found = self._find_key(key, include_deleted=True) if retried else None
+        if found is None:
+            found = self._running_command(action)
+        if found is not None:
+            mid = str(found["id"])
+        else:
+            release = action.release if action.release is not None else self._releases.get(version)
+            if (
+                release is not None
+                and release.image
+                and release.app_config is not None
+                and release_command_config is not None
+            ):
+                config = release_command_config(
+                    release.app_config,
+                    image=release.image,
+                    version=version,
+                    command_argv=argv,
+                    env=release.env,
+                )
+            else:
+                config = self._machine_config(group, version, action.release, None)
+                for k in ("services", "mounts", "checks", "standbys"):
+                    config.pop(k, None)
+                config["init"] = {**(config.get("init") or {}), "cmd": argv}
+                config["restart"] = {"policy": "no"}
+                config["auto_destroy"] = True
+            config["metadata"] = {
+                **{
+                    k: v
+                    for k, v in (config.get("metadata") or {}).items()
+                    if not k.startswith(_LABEL_PREFIX)
+                },
+                "fly_platform_version": "v2",
+                "fly_process_group": RELEASE_GROUP,
+                "fly_release_version": version,
+                _LABEL_PREFIX + "key": key,
+            }
+            with self._lock:
+                self._attempted.add(key)
+            item = self._request(
+                "POST",
+                "/machines",
+                body={"config": config, "skip_service_registration": True},
+                action="create",
+                retry=False,
+            )
+            if not isinstance(item, dict) or "id" not in item:
+                raise ProviderContractError("create did not answer a machine")
+            mid = str(item["id"])
         deadline = self._clock() + max(action.timeout, 1.0)
         code = None
         while self._clock() < deadline:
@@ -581,12 +900,36 @@ class FlyMachines:
             raise ActionFailed(
                 f"{action.phase} command did not finish within {action.timeout:g}s "
                 f"(machine {mid}); raise its timeout",
+                transient=False,
             )
         if code != 0:
             raise ActionFailed(
                 f"{action.phase} command exited with status {code} on machine {mid}; "
-                f"its log: `fly logs -a {self.app} --machine {mid}`"
+                f"its log: `fly logs -a {self.app} --machine {mid}`",
+                transient=False,
             )
+
+    def _running_command(self, action: RunCommand) -> dict[str, Any] | None:
+        """A command machine of the same deployment (phase and target) still running."""
+        body, _ = self._request_full(
+            "GET",
+            "/machines",
+            query={"metadata.fly_process_group": RELEASE_GROUP},
+            action="list",
+        )
+        prefix = f"{action.phase}:{action.target}:"
+        for item in body if isinstance(body, list) else ():
+            if not isinstance(item, dict):
+                continue
+            key = _metadata(item).get(_LABEL_PREFIX + "key") or ""
+            if key.startswith(prefix) and str(item.get("state")) not in (
+                "destroyed",
+                "destroying",
+                "stopped",
+                "failed",
+            ):
+                return item
+        return None
 
     def _exit_code(self, mid: str) -> int | None:
         try:
@@ -694,3 +1037,82 @@ def _first_group(target: str) -> str:
 
 def _first_version(target: str) -> str:
     return next(iter(parse_target(target).values()), target)
+
+
+_T = TypeVar("_T")
+
+
+def _copy(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of a JSON config (never shared between machines)."""
+    out = json.loads(json.dumps(dict(config or {})))
+    assert isinstance(out, dict)
+    return out
+
+
+def _copy_list(value: Any) -> list[Any]:
+    out = json.loads(json.dumps(list(value)))
+    assert isinstance(out, list)
+    return out
+
+
+def _has_checks(config: Mapping[str, Any]) -> bool:
+    return bool(config.get("checks")) or any(
+        s.get("checks") for s in config.get("services") or [] if isinstance(s, dict)
+    )
+
+
+def _same_release(own: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """The machine already runs ``config``'s image as its version (an update landed)."""
+    mine = own.get("metadata") if isinstance(own.get("metadata"), dict) else {}
+    theirs = config.get("metadata") or {}
+    assert isinstance(mine, dict)
+    return (
+        own.get("image") == config.get("image")
+        and mine.get("fly_release_version") == theirs.get("fly_release_version")
+        and own.get("services") == config.get("services")
+        and own.get("env") == config.get("env")
+    )
+
+
+def _lease_data(body: Any) -> dict[str, Any]:
+    """A lease answer: Fly's envelope (``{"status", "data": {...}}``) or the flat form."""
+    data = body.get("data", body) if isinstance(body, dict) else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _who(lease: Mapping[str, Any]) -> str:
+    description = str(lease.get("description") or "")
+    owner = str(lease.get("owner") or "")
+    if description.startswith("zdd"):
+        return f"deployment {description}" + (f" ({owner})" if owner else "")
+    if description and owner:
+        return f"{owner} ({description})"
+    return owner or description or "someone"
+
+
+def _when(lease: Mapping[str, Any]) -> str:
+    expires = lease.get("expires_at")
+    if isinstance(expires, int | float) and not isinstance(expires, bool):
+        try:
+            return datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, OSError, ValueError):
+            return ""
+    return ""
+
+
+def _dead_local_deployer(description: str) -> bool:
+    """``description`` names a zdd deployer of this host (``zdd@host:pid:...``, the
+    default owner) whose process is gone: its leases may be taken over at once."""
+    match = re.fullmatch(r"zdd@([^:]+):(\d{1,9}):.*", description)
+    if match is None or match.group(1) != socket.gethostname():
+        return False
+    pid = int(match.group(2))
+    if pid == os.getpid() or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    return False
