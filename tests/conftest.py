@@ -36,6 +36,7 @@ _LANES = {
     "test_execute_properties.py": "slow",
     "test_plan_properties.py": "slow",
     "test_fly_deploy.py": "slow",
+    "test_fly_faults.py": "slow",
 }
 
 

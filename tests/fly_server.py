@@ -100,6 +100,15 @@ class _Lease:
 
 
 @dataclasses.dataclass
+class _Rule:
+    kind: str  # "drop" or "fail"
+    method: str
+    path: re.Pattern[str]
+    body_contains: str
+    left: int
+
+
+@dataclasses.dataclass
 class _Fly:
     """What Fly knows about a machine beyond the simulated fleet's model."""
 
@@ -203,6 +212,10 @@ class FlyMachinesServer:
         #: a wait answers 408 after min(timeout / speed, max_wait_seconds) wall seconds
         self.max_wait_seconds = 2.0
         self.requests: list[RecordedRequest] = []
+        #: called with each answered request (and its body) before the answer is sent:
+        #: a test kills or stops the deployer here, the request carried out
+        self.after_answer: Callable[[RecordedRequest, bytes], None] | None = None
+        self._rules: list[_Rule] = []
         self.violations: list[str] = []
         #: machines destroyed while holding a volume (Fly allows it; zdd must not)
         self.destroyed_with_volume: list[str] = []
@@ -678,6 +691,9 @@ class FlyMachinesServer:
                     retry_after = self._rng.choice(("0", "1"))
                     slow = self._rng.random() < self.slow_rate
                     drop = self._rng.random() < self.drop_rate and not fault
+                    rule = self._match_rule(method, url.path, body)
+                    if rule is not None:
+                        fault, drop, code = rule.kind == "fail", rule.kind == "drop", 500
                 if fault:
                     reply = (
                         _Reply(429, {"error": "rate limit exceeded"}, {"Retry-After": retry_after})
@@ -700,7 +716,67 @@ class FlyMachinesServer:
                 self.requests[index] = dataclasses.replace(
                     self.requests[index], status=reply.status
                 )
+            hook = self.after_answer
+        if hook is not None:
+            hook(dataclasses.replace(self.requests[index], status=reply.status), body)
         return None if drop else reply
+
+    def drop_answers(
+        self, method: str, path: str, count: int = 1, *, body_contains: str = ""
+    ) -> None:
+        """Carry out the next ``count`` requests matching ``method`` and the regular
+        expression ``path`` (searched in the URL path; ``body_contains``: in the body),
+        and drop their connections without answering: a lost answer."""
+        with self._lock:
+            self._rules.append(_Rule("drop", method, re.compile(path), body_contains, count))
+
+    def fail_requests(
+        self, method: str, path: str, count: int = 1, *, body_contains: str = ""
+    ) -> None:
+        """Answer the next ``count`` matching requests 500 without carrying them out."""
+        with self._lock:
+            self._rules.append(_Rule("fail", method, re.compile(path), body_contains, count))
+
+    def _match_rule(self, method: str, path: str, body: bytes) -> _Rule | None:
+        for rule in self._rules:
+            if (
+                rule.left > 0
+                and rule.method == method
+                and rule.path.search(path)
+                and rule.body_contains.encode() in body
+            ):
+                rule.left -= 1
+                return rule
+        return None
+
+    def leases(self) -> dict[str, str]:
+        """Machine id -> the description of its active lease."""
+        with self._lock:
+            return {
+                mid: lease.description
+                for mid, fm in self._machines.items()
+                if not fm.destroyed and (lease := self._active_lease(fm)) is not None
+            }
+
+    def clear_lease(self, machine_id: str) -> None:
+        """The lease on ``machine_id`` is gone (released by its holder)."""
+        with self._lock:
+            self._machines[machine_id].lease = None
+
+    def live_machines(self, *, release_commands: bool = False) -> list[dict[str, Any]]:
+        """Every machine not destroyed, as GET shows it."""
+        with self._lock:
+            self._sync()
+            return [
+                self._machine_json(fm)
+                for fm in self._machines.values()
+                if not fm.destroyed and (release_commands or fm.sim is not None)
+            ]
+
+    def release_command_runs(self) -> int:
+        """How many release-command machines were ever created."""
+        with self._lock:
+            return sum(1 for fm in self._machines.values() if fm.sim is None)
 
     def _route(
         self,
@@ -1215,6 +1291,9 @@ class _Handler(BaseHTTPRequestHandler):
         fly: FlyMachinesServer = self.server.fly  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:  # the client died mid-request (a killed deployer)
+            self.close_connection = True
+            return
         reply = fly.serve(self.command, self.path, self.headers, body)
         if reply is None:
             self.close_connection = True

@@ -94,7 +94,10 @@ def execute(
     """
     opts = options or ExecuteOptions()
     holder = owner or _default_owner()
-    provider.acquire_lock(holder, lock_ttl)
+    try:
+        provider.acquire_lock(holder, lock_ttl)
+    except ActionFailed as exc:
+        raise _unchanged(exc) from None
     pool = ThreadPoolExecutor(max_workers=opts.concurrency, thread_name_prefix="zdd")
     capabilities = provider.capabilities()
     if not isinstance(capabilities, Capabilities):
@@ -107,8 +110,12 @@ def execute(
     drv = _Driver(core, provider, pool, clock)
     interrupted = 0
     try:
-        drv.feed(Begin(clock(), _observe(provider)))
-        next_poll = next_view = clock()
+        try:
+            first = _observe(provider)
+        except ActionFailed as exc:
+            raise _unchanged(exc) from None
+        drv.feed(Begin(clock(), first))
+        next_poll = next_view = next_look = clock()
         view_every = observe_interval if observe_interval is not None else max(poll_interval, 1.0)
         refresh = _Refresh(provider, holder, lock_ttl, clock)
         next_refresh = clock() + lock_ttl / 3
@@ -117,9 +124,16 @@ def execute(
                 if drv.cmds.finished and not drv.futures:
                     break
                 now = clock()
-                if drv.cmds.full_observe and not drv.futures:
-                    drv.feed(FullObserved(clock(), _observe(provider)))
-                    continue
+                if drv.cmds.full_observe and not drv.futures and now >= next_look:
+                    try:
+                        state = _observe(provider)
+                    except ActionFailed:
+                        # a transient failure: look again after a poll interval (a
+                        # provider down for good stops at the lock's refresh)
+                        next_look = now + poll_interval
+                    else:
+                        drv.feed(FullObserved(clock(), state))
+                        continue
                 if now >= next_refresh and not drv.cmds.finished:
                     next_refresh = refresh.due(now, drv)
                 if now >= next_poll and not drv.cmds.finished:
@@ -291,6 +305,13 @@ def _observe(provider: Provider) -> FleetState:
     if not isinstance(state, FleetState):
         raise ProviderContractError(f"observe() returned {type(state).__name__}, not a FleetState")
     return state
+
+
+def _unchanged(exc: ActionFailed) -> ActionFailed:
+    """A failure before the deployment began, stated as such."""
+    return ActionFailed(
+        f"{exc}; nothing was changed: run the same deploy again", transient=exc.transient
+    )
 
 
 def _default_owner() -> str:

@@ -1205,7 +1205,7 @@ class ExecutorCore:
             self._finish("failed", _stopped(reason, kind, self.mode == "rollback"), kind)
             return
         if self.mode == "rollback":
-            self._finish("failed", f"rollback failed: {reason}", kind)
+            self._finish("failed", f"rollback failed: {reason}{_RESUME_ROLLBACK}", kind)
             return
         if self._can_roll_back():
             self.mode = "draining"
@@ -1219,8 +1219,10 @@ class ExecutorCore:
             self._watch.clear()
             self._waiting.clear()
             self._maybe_drained()
+        elif RecordView(self._record).deploying(self._forward_target):
+            self._finish("failed", reason + _RESUME, kind)
         else:
-            self._finish("failed", reason, kind)
+            self._finish("failed", reason + _UNCHANGED, kind)
 
     def _can_roll_back(self) -> bool:
         if not RecordView(self._record).deploying(self._forward_target):
@@ -1325,6 +1327,17 @@ _STALL_BACKOFF_MAX = 60.0
 _BOOTING = frozenset(
     {MachineState.STARTING, MachineState.STARTED, MachineState.UPDATING, MachineState.REPLACING}
 )
+
+
+_RESUME = (
+    "; stopped where it was (the record says the deployment is in progress): "
+    "run the same deploy again to resume it"
+)
+_RESUME_ROLLBACK = (
+    "; stopped where it was (the record says the rollback is in progress): "
+    "run the same deploy again to finish the rollback"
+)
+_UNCHANGED = "; nothing was changed: run the same deploy again"
 
 
 def _stopped(reason: str, kind: type[ZddError], rolling_back: bool) -> str:

@@ -345,13 +345,11 @@ def common_options(strategy: Strategy) -> dict[str, Any]:
     return {f.name: getattr(strategy, f.name) for f in attrs.fields(_Common)}
 
 
-STRATEGY_NAMES = ("immediate", "rolling", "bluegreen", "canary")
-_CLASSES: dict[str, type[Immediate | Rolling | BlueGreen | Canary]] = {
-    "immediate": Immediate,
-    "rolling": Rolling,
-    "bluegreen": BlueGreen,
-    "canary": Canary,
-}
+#: Every strategy's class: a fifth strategy adds its class here and to ``Strategy``,
+#: and its planner module registers in ``_planning.STRATEGIES``.
+STRATEGY_CLASSES: tuple[type[Strategy], ...] = (Immediate, Rolling, BlueGreen, Canary)
+STRATEGY_NAMES = tuple(cls.name for cls in STRATEGY_CLASSES)
+_CLASSES: dict[str, type[Strategy]] = {cls.name: cls for cls in STRATEGY_CLASSES}
 
 
 def strategy_from_name(name: str, **options: Any) -> Strategy:

@@ -570,7 +570,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         raise _UsageError("--lock-ttl: leases must last at least 2s (default 30s)")
     config = attrs.evolve(config, image=image)
     provider = FlyMachines(app, base_url=args.api_url)
-    state = provider.observe()
+    try:
+        state = provider.observe()
+    except ActionFailed as exc:
+        raise ActionFailed(f"{exc}; nothing was changed: run the same deploy again") from None
     version = args.target_version or _image_version(image)
     # groups with no machine yet get flyctl's first machines in primary_region
     desired = config.desired(state, version, new_groups=True)
@@ -598,6 +601,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if isinstance(result.exception, DeploymentLocked):
         _fail(str(result.exception))  # the fleet is someone else's now: stopped, stated
         return EXIT_LOCKED
+    if result.rolled_back:
+        _fail(f"rolled back: {result.error}")
+    elif not result.converged:
+        _fail(result.error or "the deployment failed")
     return EXIT_OK if result.converged else EXIT_FAILED
 
 

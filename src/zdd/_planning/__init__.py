@@ -98,7 +98,8 @@ def _module(strategy: Strategy) -> StrategyModule:
     module = STRATEGIES.get(type(strategy))
     if module is None:
         raise InvalidConfig(
-            f"expected Immediate, Rolling, BlueGreen or Canary, got {type(strategy).__name__}",
+            f"expected one of {', '.join(cls.__name__ for cls in STRATEGIES)}, "
+            f"got {type(strategy).__name__}",
             field="strategy",
         )
     return module

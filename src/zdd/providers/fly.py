@@ -560,6 +560,7 @@ class FlyMachines:
         request is idempotent (cordon, stop, metadata...), so a lost answer may be
         retried here; creates and updates are not, their retries are the executor's."""
         for _ in range(2):
+            self._guard()  # also each of a record write's many: a stall may fall between
             with self._lock:
                 nonce = self._nonces.get(mid)
             headers = {"fly-machine-lease-nonce": nonce} if nonce else {}
@@ -691,6 +692,7 @@ class FlyMachines:
             if existing is not None:
                 m = self._to_machine(existing)
                 assert m is not None
+                self._lease_new(m.id)
                 return m
         group_mounts = action.release.mounts if action.release is not None else ()
         if group_mounts:
@@ -714,20 +716,25 @@ class FlyMachines:
             "config": config,
             "region": action.region,
             "skip_service_registration": action.hidden,
-            "lease_ttl": self._lease_ttl,
         }
         # not idempotent: one attempt; a retry (the executor's) looks the key up first
         item = self._request("POST", "/machines", body=body, action="create", retry=False)
         if not isinstance(item, dict):
             raise ProviderContractError("create did not answer a machine")
-        nonce = item.get("nonce")
-        if isinstance(nonce, str) and nonce:
-            with self._lock:
-                self._nonces[str(item["id"])] = nonce
         m = self._to_machine(item)
         if m is None:
             raise ProviderContractError("create answered a machine without an id")
+        self._lease_new(m.id)
         return m
+
+    def _lease_new(self, mid: str) -> None:
+        """Lease a machine this deployment just created, described as its own (not at
+        create: a create's lease carries no description, so a rerun after a crash could
+        not tell it from a stranger's). A failure is left to the next refresh."""
+        with self._lock:
+            holding = self._holder is not None
+        if holding:
+            self._hold(mid)
 
     def _find_key(self, key: str, *, include_deleted: bool = False) -> dict[str, Any] | None:
         """The machine created with idempotency key ``key`` (the newest, when several)."""

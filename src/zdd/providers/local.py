@@ -302,6 +302,7 @@ class LocalProvider:
             str(v): {str(k): str(x) for k, x in e.items()} for v, e in (versions or {}).items()
         }
         self._release_env: dict[str, dict[str, str]] = {}
+        self._release_kill: dict[str, tuple[int, float]] = {}
         self._haproxy_bin = _find_haproxy(haproxy)
 
         self._own_dir = state_dir is None
@@ -366,8 +367,19 @@ class LocalProvider:
         self.close()
 
     def _register_release(self, release: Release) -> None:
-        """Give machines of ``release.version`` its environment (``versions`` still wins)."""
+        """Give machines of ``release.version`` its environment (``versions`` still wins)
+        and its kill signal and timeout."""
         self._release_env[release.version] = dict(release.env)
+        with contextlib.suppress(InvalidConfig):
+            self._release_kill[release.version] = (
+                _signal(release.kill_signal),
+                release.kill_timeout,
+            )
+
+    def _kill_of(self, version: str) -> tuple[int, float]:
+        """How a process of ``version`` is stopped: its release's signal and timeout,
+        else the provider's."""
+        return self._release_kill.get(version, (self._kill_signal, self.kill_timeout))
 
     def launch(
         self,
@@ -713,7 +725,7 @@ class LocalProvider:
             self._apply_weights(rec.group)
 
     def _update(self, rec: _Rec, version: str) -> None:
-        old_proc, old_server = rec.proc, rec.server
+        old_proc, old_server, old_version = rec.proc, rec.server, rec.version
         with self._mu:
             rec.phase = "updating"
         try:
@@ -721,7 +733,7 @@ class LocalProvider:
             if old_server is not None:
                 self._server_cmd(f"set server {BACKEND}/{old_server} state maint", missing_ok=True)
             if old_proc is not None:
-                old_proc.stop(self._kill_signal, self.kill_timeout)
+                old_proc.stop(*self._kill_of(old_version))
             if old_server is not None:
                 self._drop_server(old_server)
         finally:
@@ -763,7 +775,7 @@ class LocalProvider:
 
     def _destroy(self, rec: _Rec) -> None:
         if rec.running:
-            self._stop(rec, self._kill_signal, self.kill_timeout)
+            self._stop(rec, *self._kill_of(rec.version))
         with self._mu:
             rec.phase = "destroying"
         if rec.server is not None:
