@@ -339,3 +339,40 @@ def test_ctrl_c_rolls_back_and_releases_every_lease(
     assert {m["config"]["metadata"]["fly_release_version"] for m in live} == {"v1"}
     held = [fm.id for fm in server._machines.values() if fm.lease and fm.lease.owner != "x"]
     assert [h for h in held if server._machines[h].lease.expires > 0] == []
+
+
+def test_machines_get_what_fly_toml_says_and_a_config_change_is_a_deployment(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "rolling")
+    assert deploy(server, config) == 0, capsys.readouterr()
+    for m in app_machines(server):
+        services = m["config"]["services"]
+        assert [s["internal_port"] for s in services] == [8080]
+        assert m["config"]["env"]["DATABASE_URL"].startswith("postgres://")
+        assert m["config"]["stop_config"]["signal"] == "SIGTERM"
+    # the same image, only the config changes: a deployment all the same
+    config.write_text(config.read_text().replace("internal_port = 8080", "internal_port = 9090"))
+    code = deploy(server, config, "--version", "v2-port")
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    live = app_machines(server)
+    assert {m["config"]["image"] for m in live} == {NEW}
+    assert {m["config"]["metadata"]["fly_release_version"] for m in live} == {"v2-port"}
+    assert {s["internal_port"] for m in live for s in m["config"]["services"]} == {9090}
+
+
+def test_an_app_with_no_machines_gets_flyctls_first_machines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLY_API_TOKEN", TOKEN)
+    with FlyMachinesServer(zdd.FleetState(machines=[]), token=TOKEN, speed=50.0) as srv:
+        code = deploy(srv, write_config(tmp_path, "rolling"))
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        live = app_machines(srv)
+        assert srv.violations == []
+    # two for a group that serves (flyctl's --ha), in primary_region
+    assert [m["region"] for m in live] == ["ord", "ord"]
+    assert all(m["state"] == "started" and not m["cordoned"] for m in live)
+    assert {m["config"]["image"] for m in live} == {NEW}

@@ -378,7 +378,7 @@ def test_a_first_acquisition_failing_part_way_gives_back_what_it_took(
     assert server.leases() == {"m3": "held by a test"}
     # a transient failure part-way gives back too
     server.clear_lease("m3")
-    server.fail_requests("POST", r"/m2/lease$", 10)
+    server.fail_requests("POST", r"/m2/lease$", 100)
     with pytest.raises(zdd.ActionFailed):
         p.acquire_lock("zdd-test", 30)
     assert server.leases() == {}

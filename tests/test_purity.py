@@ -33,6 +33,7 @@ PURE = [
     "_strategies.py",
     "_executor.py",
     "_hooks.py",
+    "providers/_fly_config.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
 ]
 ALLOWED_STDLIB = {

@@ -108,6 +108,7 @@ def execute(
         desired, strategy, options=opts, reporter=reporter, capabilities=capabilities
     )
     drv = _Driver(core, provider, pool, clock)
+    refresh: _Refresh | None = None
     interrupted = 0
     try:
         try:
@@ -179,6 +180,8 @@ def execute(
         )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if refresh is not None:
+            refresh.close()
         with contextlib.suppress(ZddError):
             provider.release_lock(holder)
     assert drv.cmds.result is not None
@@ -186,9 +189,10 @@ def execute(
 
 
 class _Refresh:
-    """The lock's periodic refresh: a transient failure is retried sooner, and a refresh
-    that keeps failing, or finds the fleet taken, stops the deployment in a stated way
-    (:class:`Abort`) instead of escaping :func:`execute`."""
+    """The lock's periodic refresh, on a thread of its own (a refresh of a thousand
+    leases never holds up the driver's loop). A transient failure is retried sooner;
+    a refresh that keeps failing, or finds the fleet taken, stops the deployment in a
+    stated way (:class:`Abort`) instead of escaping :func:`execute`."""
 
     def __init__(
         self, provider: Provider, holder: str, ttl: float, clock: Callable[[], float]
@@ -198,11 +202,21 @@ class _Refresh:
         self.ttl = ttl
         self.clock = clock
         self.renewed = clock()
+        self.started = 0.0
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zdd-lock")
+        self.running: Future[None] | None = None
 
     def due(self, now: float, drv: _Driver) -> float:
-        """Refresh now; when to refresh next."""
+        """Start a refresh, or collect the one running; when to look again."""
+        if self.running is None:
+            self.started = now
+            self.running = self.thread.submit(self.provider.acquire_lock, self.holder, self.ttl)
+            return now + min(self.ttl / 30, 0.5)
+        if not self.running.done():
+            return now + min(self.ttl / 30, 0.5)
+        future, self.running = self.running, None
         try:
-            self.provider.acquire_lock(self.holder, self.ttl)
+            future.result()
         except DeploymentLocked as exc:
             drv.feed(Abort(self.clock(), f"the lock was lost: {exc}", type(exc)))
             return now + self.ttl
@@ -226,8 +240,12 @@ class _Refresh:
             error = f"provider raised {type(exc).__name__} from acquire_lock(): {exc}"
             drv.feed(Abort(self.clock(), error, ProviderContractError))
             return now + self.ttl
-        self.renewed = now
-        return now + self.ttl / 3
+        self.renewed = self.started
+        return self.started + self.ttl / 3
+
+    def close(self) -> None:
+        """Wait for a refresh in flight (the lock is released after it)."""
+        self.thread.shutdown(wait=True, cancel_futures=True)
 
 
 class _Driver:

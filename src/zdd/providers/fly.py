@@ -36,7 +36,6 @@ import json
 import os
 import random
 import re
-import shlex
 import socket
 import threading
 import time
@@ -68,11 +67,7 @@ from .._plan import (
 )
 from .._record import DEPLOYMENT, RecordView, image_key, parse_target
 from . import Capabilities
-
-try:  # TEMP until _fly_config lands
-    from ._fly_config import machine_config, release_command_config
-except ImportError:  # pragma: no cover
-    machine_config = release_command_config = None  # type: ignore[assignment]
+from ._fly_config import VM_PRESETS, machine_config, release_command_config, split_command
 from ._fly_http import (
     _TRANSIENT,
     DEFAULT_BASE_URL,
@@ -138,7 +133,7 @@ class FlyMachines:
         timeout: float = 30.0,
         retries: int = 5,
         page_size: int = 100,
-        parallel: int = 16,
+        parallel: int = 32,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -394,7 +389,17 @@ class FlyMachines:
             )
 
     def _hold(self, mid: str) -> ZddError | None:
-        """Take or refresh the lease on ``mid``; the error, if any, as a value."""
+        """Take or refresh the lease on ``mid``; the error, if any, as a value. A lease
+        request is idempotent (a lost answer is adopted): a transient failure gets
+        three rounds of the HTTP layer's retries before it counts."""
+        error: ZddError | None = None
+        for _ in range(3):
+            error = self._hold_once(mid)
+            if not (isinstance(error, ActionFailed) and error.transient):
+                return error
+        return error
+
+    def _hold_once(self, mid: str) -> ZddError | None:
         try:
             self._lease(mid)
         except DeploymentLocked as exc:
@@ -603,7 +608,7 @@ class FlyMachines:
         release = release if release is not None else self._releases.get(version)
         config: dict[str, Any] | None = None
         if release is not None and release.image:
-            if release.app_config is not None and machine_config is not None:
+            if release.app_config is not None:
                 config = machine_config(
                     release.app_config,
                     group=group,
@@ -611,6 +616,15 @@ class FlyMachines:
                     version=version,
                     env=release.env,
                 )
+                # what fly.toml does not manage stays the machine's (its size without a
+                # [[vm]], its schedule, standbys, dns), as flyctl keeps it; a new machine
+                # takes its group's size, else flyctl's default
+                base = own if own is not None else self._seen_config(group) or {}
+                for key in _UNMANAGED:
+                    if key not in config and base.get(key) is not None:
+                        config[key] = _copy({"v": base[key]})["v"]
+                if "guest" not in config:
+                    config["guest"] = dict(VM_PRESETS["shared-cpu-1x"])
             else:
                 config = _copy(own or self._seen_config(group, version) or self._seen_config(group))
                 config["image"] = release.image
@@ -651,6 +665,17 @@ class FlyMachines:
                 if k.startswith(_LABEL_PREFIX):
                     metadata[k] = v
         return config
+
+    def _largest_guest(self, group: str) -> dict[str, Any] | None:
+        """The guest of the group's largest machine: what flyctl gives a release command
+        machine when machines exist."""
+        with self._lock:
+            guests = [
+                c["guest"]
+                for (g, _), c in sorted(self._seen.items())
+                if g == group and isinstance(c.get("guest"), dict)
+            ]
+        return _copy(max(guests, key=lambda g: int(g.get("memory_mb") or 0))) if guests else None
 
     def _seen_config(self, group: str, version: str | None = None) -> dict[str, Any] | None:
         with self._lock:
@@ -836,9 +861,9 @@ class FlyMachines:
         release machine of the same deployment that is still running (a deployer killed
         mid-command) is waited on instead of starting a second one."""
         try:
-            argv = shlex.split(action.command)
-        except ValueError as exc:
-            raise ActionFailed(f"{action.phase} command cannot be split: {exc}") from None
+            argv = split_command(action.command, field=f"deploy.{action.phase}_command")
+        except InvalidConfig as exc:
+            raise ActionFailed(f"{action.phase} command: {exc}", transient=False) from None
         version = _first_version(action.target)
         group = _first_group(action.target)
         with self._lock:
@@ -851,18 +876,14 @@ class FlyMachines:
             mid = str(found["id"])
         else:
             release = action.release if action.release is not None else self._releases.get(version)
-            if (
-                release is not None
-                and release.image
-                and release.app_config is not None
-                and release_command_config is not None
-            ):
+            if release is not None and release.image and release.app_config is not None:
                 config = release_command_config(
                     release.app_config,
                     image=release.image,
                     version=version,
                     command_argv=argv,
                     env=release.env,
+                    guest=self._largest_guest(group),
                 )
             else:
                 config = self._machine_config(group, version, action.release, None)
@@ -1047,6 +1068,9 @@ def _first_version(target: str) -> str:
 
 
 _T = TypeVar("_T")
+
+#: Machine config fields fly.toml does not manage: a machine keeps its own.
+_UNMANAGED = ("guest", "schedule", "standbys", "dns")
 
 
 def _copy(config: Mapping[str, Any] | None) -> dict[str, Any]:
