@@ -376,3 +376,20 @@ def test_an_app_with_no_machines_gets_flyctls_first_machines(
     assert [m["region"] for m in live] == ["ord", "ord"]
     assert all(m["state"] == "started" and not m["cordoned"] for m in live)
     assert {m["config"]["image"] for m in live} == {NEW}
+
+
+def test_on_fly_a_canary_weight_is_previewed_as_the_machine_count_it_becomes(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "canary")
+    config.write_text(
+        config.read_text().replace(
+            '  release_command = "bin/migrate --password hunter2"\n',
+            '  release_command = "bin/migrate --password hunter2"\n'
+            "  [[deploy.canary_steps]]\n    machines = 1\n    weight = 50\n",
+        )
+    )
+    assert deploy(server, config, "--dry-run") == 0
+    out, _ = capsys.readouterr()
+    assert "50% as 3 canaries beside 3: the provider has no traffic weights" in out
+    assert "(50%)" not in out and "weight" not in out.replace("traffic weights", "")
