@@ -548,3 +548,14 @@ def test_a_preview_of_machines_with_no_check_result_assumes_they_pass(
     code, out, err = _run(capsys, "simulate", "--fleet", str(fleet), "--json")
     assert code == 0, err
     assert json.loads(out)["converged"]
+
+
+def test_a_one_machine_group_moved_to_another_region_borrows_a_surge_machine() -> None:
+    """Its only machine already runs the release but must move: the new one is
+    created and serving before the old one goes (found by the scaling property)."""
+    state = zdd.FleetState(machines=[Machine(id="m1", version="v2", region="ord")])
+    spec = zdd.GroupSpec(name="app", release=zdd.Release(version="v2"), regions={"ams": 1})
+    plan = zdd.plan(state, zdd.Desired(groups=[spec]), zdd.Rolling(max_unavailable=1.0))
+    kinds = [a.kind for a in plan.actions()]
+    assert kinds.index("create") < kinds.index("destroy")
+    assert "borrowed" in plan.to_text()

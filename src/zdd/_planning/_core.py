@@ -310,6 +310,16 @@ def protects(ctx: GroupContext) -> bool:
     )
 
 
+def _surplus(ctx: GroupContext, machines: Sequence[Machine]) -> bool:
+    """A serving machine of the release is in a region that wants fewer (a region move):
+    it must go, like an outdated one."""
+    here: dict[str, int] = {}
+    for m in machines:
+        if m.live and m.presumed_serving and is_current(m, ctx.version):
+            here[m.region] = here.get(m.region, 0) + 1
+    return any(n > ctx.spec.regions.get(r, 0) for r, n in here.items())
+
+
 def rolling_limits(
     ctx: GroupContext, rolling: Rolling, machines: Sequence[Machine], *, extra: int = 0
 ) -> Limits:
@@ -348,7 +358,9 @@ def rolling_limits(
             )
         else:
             floor = 1
-            if surge < 1 and any(m.presumed_serving for m in outdated):
+            if surge < 1 and (
+                any(m.presumed_serving for m in outdated) or _surplus(ctx, machines)
+            ):
                 surge = 1
                 borrowed = True
                 note = "1 surge machine borrowed so that the group never reaches zero"

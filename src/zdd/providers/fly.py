@@ -1,6 +1,7 @@
 """Fly.io Machines: a :class:`~zdd.providers.Provider` over the Machines REST API.
 
-Standard-library HTTP (``urllib``). What it does, from the Machines API notes:
+Standard-library HTTP (one keep-alive ``http.client`` pool, see ``_fly_http``).
+What it does, from the Machines API notes:
 
 * **observe**: lists the app's machines (paged with ``limit`` and the
   ``fly-next-cursor`` header), maps Fly's states and check statuses to the
@@ -8,25 +9,32 @@ Standard-library HTTP (``urllib``). What it does, from the Machines API notes:
   ``fly_release_version`` metadata (else its image), its group is
   ``fly_process_group``. Release-command machines are not part of the fleet.
 * **actions**: creates are hidden from the proxy (``skip_service_registration``)
-  and carry an idempotency key in metadata (``zdd_key``); before a create is
-  retried the key is looked up, so a create is never doubled. Updates send the
-  machine's ``current_version`` and the lease nonce. Destroys use
-  ``force=true``. The release and post-deploy commands run in a temporary
-  machine (no services, no mounts, restart ``no``, ``auto_destroy``), whose exit
+  and carry an idempotency key in metadata (``zdd_key``); a create is sent once,
+  and its retry (the executor's) looks the key up first, so a create is never
+  doubled. Updates send the machine's ``current_version`` and the lease nonce;
+  an update that landed is recognised on its retry. Destroys use ``force=true``.
+  Machine configs are built from the release's fly.toml as flyctl builds them
+  (``_fly_config``), keeping what is the machine's own (its volume, its labels).
+  The release and post-deploy commands run exactly once in a temporary machine
+  (keyed; no services, no mounts, restart ``no``, ``auto_destroy``), whose exit
   code is read from its ``exit`` event.
 * **the deployment record** is a JSON document in every app machine's
   ``zdd_record`` metadata (with a sequence number; the newest wins), so it
   survives any machine being destroyed.
-* **the lock** is Fly's leases: one per machine, taken with the owner as the
-  description, refreshed, and released at the end; a lease held by someone else
-  (409 "lease currently held by ...") is :class:`~zdd.DeploymentLocked`.
-* **retries**: 408, 429, 5xx and transport errors, with exponential backoff and
-  jitter, honouring ``Retry-After``; requests are paced per action and machine
-  to Fly's documented limits (1 per second with a burst of 3; reads 5 per
-  second with a burst of 10).
+* **the lock** is Fly's leases: one per machine, described with the deployment's
+  id, refreshed in parallel, and released at the end. A 409 for a lease of this
+  deployment's own (a lost answer) or of a dead deployer of this host adopts it;
+  anyone else's is :class:`~zdd.DeploymentLocked`; a deployer whose leases
+  lapsed stops (:class:`~zdd.DeploymentSuperseded`) if another deployment ran.
+* **retries**: one owner per request. Idempotent requests are retried by the HTTP
+  layer (408, 429, 5xx, transport errors; backoff with jitter, ``Retry-After``);
+  creates and updates are retried by the executor. Requests are paced per action
+  and machine to Fly's documented limits (1 per second with a burst of 3; reads
+  5 per second with a burst of 10).
 * **security**: the token goes only into the ``Authorization`` header (``Bearer``,
   or a ``FlyV1 ...`` token passed through); it is never in a repr, log line or
-  error. ``https`` is required unless the host is loopback; TLS is verified.
+  error. ``https`` is required unless the host is loopback; TLS is verified;
+  redirects are never followed; only ``https_proxy`` is honoured.
 """
 
 from __future__ import annotations
@@ -121,6 +129,8 @@ class FlyMachines:
         page_size: machines per page when listing.
         parallel: requests in flight at once for the lease refresh and record writes
             (Fly paces per machine, so they parallelise).
+        rate_scale: multiplies Fly's documented request rates (1: Fly's); only for a
+            local stand-in of the API, such as the tests' server.
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class FlyMachines:
         retries: int = 5,
         page_size: int = 100,
         parallel: int = 32,
+        rate_scale: float = 1.0,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -156,6 +167,8 @@ class FlyMachines:
             base_url,
             timeout=timeout,
             retries=retries,
+            max_idle=max(32, parallel),
+            rate_scale=rate_scale,
             rng=rng or random.Random(),
             sleep=sleep,
             clock=clock,
@@ -187,6 +200,10 @@ class FlyMachines:
 
     def __repr__(self) -> str:
         return f"FlyMachines(app={self.app!r}, base_url={self.base_url!r}, token=<redacted>)"
+
+    def close(self) -> None:
+        """Close the idle connections of the pool (the provider stays usable)."""
+        self._http.close()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(traffic_weights=False, cordon=True, volumes=True)
