@@ -426,3 +426,48 @@ def test_M31_immediate_does_not_settle():
     core.begin(0.0, state)
     assert core.watched == frozenset()
     assert [c.action.kind for c in core.commands()] == ["label"]
+
+
+def test_never_silent_a_heartbeat_says_what_is_waited_on() -> None:
+    """While a machine is waited on, a ``waiting`` line comes at least every 10 s
+    (issue 11): which machine, how long of its timeout, what it was last seen as."""
+
+    class Said(Reporter):
+        def __init__(self) -> None:
+            self.lines: list[tuple[float, str]] = []
+
+        def waiting(self, elapsed: float, what: str) -> None:
+            self.lines.append((elapsed, what))
+
+    said = Said()
+    state = zdd.FleetState(
+        machines=[Machine(id="m1", version="v1"), Machine(id="m2", version="v1")]
+    )
+    core = _ExecutorCore(
+        zdd.Desired.from_fleet(state, V2),
+        zdd.Rolling(max_unavailable=1, drain_delay=0.0, wait_timeout=300.0),
+        reporter=said,
+    )
+    core.begin(0.0, state)
+    for _ in range(6):  # label, cordon, update: whatever comes, answer it
+        for kind, machine, ref in sent(core):
+            m = None
+            if machine:
+                m = Machine(
+                    id=machine,
+                    version="v2" if kind == "update" else "v1",
+                    state=MachineState.STARTING,
+                    health=Health.UNKNOWN,
+                    cordoned=kind != "uncordon",
+                )
+            core.action_done(0.0, ref, m)
+    assert core.last.wake_at is not None and core.last.wake_at <= 10.0
+    said.lines.clear()
+    for t in range(1, 46):
+        core.tick(float(t))
+    beats = [(t, w) for t, w in said.lines if w.startswith("still waiting")]
+    assert len(beats) >= 4, said.lines
+    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)]
+    assert all(g <= 10.0 for g in gaps), gaps
+    assert "healthy (" in beats[-1][1] and "of 300s" in beats[-1][1]
+    assert "last seen starting, unknown" in beats[-1][1]

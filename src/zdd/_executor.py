@@ -368,6 +368,7 @@ class ExecutorCore:
         self._cordoned_at: dict[str, float] = {}
         self._record: dict[str, str] = {}
         self._watch: dict[str, list[tuple[_Run, WaitHealthy, float]]] = {}
+        self._last_said = 0.0  # when a reporter hook was last called (the heartbeat's)
         self._healthy_since: dict[str, float] = {}
         self._booted_since_watch: set[str] = set()
         self._waiting: list[_Run] = []  # runs whose actions are done and waits pending
@@ -490,7 +491,33 @@ class ExecutorCore:
             times.append(self._ready[0][0])
         if self.options.deadline is not None and self.mode != "finished":
             times.append(self._t0 + self.options.deadline)
+        if self._heartbeat_text() is not None:
+            times.append(self._last_said + HEARTBEAT)
         return min(times) if times else None
+
+    def _heartbeat_text(self) -> str | None:
+        """What is waited on, for the heartbeat (``None``: nothing is)."""
+        if self.mode == "finished":
+            return None
+        parts = []
+        for mid, entries in sorted(self._watch.items()):
+            deadline = max(d for _, _, d in entries)
+            timeout = max(w.timeout for _, w, _ in entries)
+            waited = self._now - (deadline - timeout)
+            seen = self._view.get(mid)
+            status = f"{seen.state.value}, {seen.health.value}" if seen is not None else "not seen"
+            parts.append(f"{mid} healthy ({waited:.0f}s of {timeout:g}s; last seen {status})")
+        for group, held in sorted(self._held.items()):
+            if held:
+                parts.append(f"{group}: {len(held)} take-out(s) held at the floor")
+        for run in self._waiting:
+            for w in run.waits:
+                if isinstance(w, Pause | Gate):
+                    parts.append(w.describe() if isinstance(w, Pause) else f"gate {w.name}")
+        if not parts:
+            return None
+        more = f" and {len(parts) - 4} more" if len(parts) > 4 else ""
+        return "still waiting: " + "; ".join(parts[:4]) + more
 
     @property
     def actions(self) -> int:
@@ -736,6 +763,10 @@ class ExecutorCore:
         self._now = now
         if self.mode == "finished":
             return
+        if now >= self._last_said + HEARTBEAT:
+            text = self._heartbeat_text()
+            if text is not None:  # never silent for long: say what is waited on
+                self._emit(self.reporter.waiting, self._elapsed, text)
         if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
             self._fail(
                 f"the deployment did not finish within {self.options.deadline:g}s", DeployTimeout
@@ -940,6 +971,7 @@ class ExecutorCore:
         not silently). A reporter never breaks a deployment: the hook's own errors are
         dropped, and a Ctrl-C raised inside it is kept for the driver to act on once
         the core's state is consistent (see :attr:`interrupt_pending`)."""
+        self._last_said = self._now
         try:
             hook(*args, **kwargs)
         except KeyboardInterrupt:
@@ -1328,6 +1360,9 @@ _BOOTING = frozenset(
     {MachineState.STARTING, MachineState.STARTED, MachineState.UPDATING, MachineState.REPLACING}
 )
 
+
+#: The longest the core stays silent while it waits (a heartbeat ``waiting`` line).
+HEARTBEAT = 10.0
 
 _RESUME = (
     "; stopped where it was (the record says the deployment is in progress): "
