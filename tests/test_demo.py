@@ -46,12 +46,13 @@ def demo(
     *extra: str,
     max_unavailable: str = "1",
     max_surge: str = "0",
+    exit_code: int = 0,
 ) -> dict[str, Any]:
     config = tmp_path / "fly.toml"
     config.write_text(config_text(strategy, max_unavailable, max_surge))
     code = main(["demo", "--config", str(config), "--rps", "400", "--json", *extra])
     out, err = capsys.readouterr()
-    assert code == 0, out + err
+    assert code == exit_code, out + err
     report: dict[str, Any] = json.loads(out)
     return report
 
@@ -177,6 +178,7 @@ def test_a_failing_health_check_rolls_back_without_failing_requests(
         "failing",
         max_unavailable="0",
         max_surge="1",
+        exit_code=1,  # rolled back: not what was asked (the one exit-code contract)
     )
     assert report["rolled_back"] is True
     assert report["converged"] is False

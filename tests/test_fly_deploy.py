@@ -135,7 +135,7 @@ def test_every_strategy_converges(
     code = deploy(server, write_config(tmp_path, name))
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    assert "finished: converged" in out
+    assert "finished: converged" in err
     assert_converged(server, immediate=name == "immediate")
     # every lease the deployment took was given back
     assert all(
@@ -195,8 +195,8 @@ def test_a_failing_health_check_rolls_back(
     code = deploy(server, config)
     out, err = capsys.readouterr()
     assert code == 1, out + err
-    assert "ROLLING BACK" in out
-    assert "finished: rolled_back" in out
+    assert "ROLLING BACK" in err
+    assert "finished: rolled_back" in err
     live = app_machines(server)
     assert len(live) == 3
     assert {m["config"]["metadata"].get("fly_release_version") for m in live} == {"v1"}
@@ -209,9 +209,9 @@ def test_a_failing_release_command_touches_nothing(
     server.release_exit_code = 3
     before = {m["id"]: m["version"] for m in app_machines(server)}
     code = deploy(server, write_config(tmp_path, "rolling"))
-    out, _ = capsys.readouterr()
+    out, err = capsys.readouterr()
     assert code == 1
-    assert "exited with status 3" in out
+    assert "exited with status 3" in err and "nothing was changed" in err
     assert {m["id"]: m["version"] for m in app_machines(server)} == before
 
 
@@ -250,11 +250,24 @@ def test_json_progress_lines(
     server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = deploy(server, write_config(tmp_path, "rolling"), "--json")
-    out, _ = capsys.readouterr()
+    out, err = capsys.readouterr()
     assert code == 0
-    events = [json.loads(line) for line in out.splitlines()]
+    # progress: JSON lines on stderr; the result: one JSON object on stdout
+    events = [json.loads(line) for line in err.splitlines()]
     assert events[0]["event"] == "deployment_started"
     assert events[-1]["event"] == "finished" and events[-1]["outcome"] == "converged"
+    assert json.loads(out)["outcome"] == "converged"
+
+
+def test_under_json_an_error_is_one_json_object(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.hold_lease("m2", owner="alice@example.com")
+    code = deploy(server, write_config(tmp_path, "rolling"), "--json")
+    _, err = capsys.readouterr()
+    assert code == 3
+    (line,) = err.splitlines()
+    assert "alice@example.com" in json.loads(line)["error"]
 
 
 def test_the_token_never_appears_in_output_or_logs(

@@ -473,13 +473,29 @@ def test_cli_warns_before_it_runs(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert out.startswith("warning: group 'app': its only serving machine m1 holds volume")
     code, out, err = _run(capsys, "simulate", "--fleet", str(fleet))
     assert err.startswith("zdd: warning: group 'app': its only serving machine m1")
-    assert len(err.splitlines()) == 1
+    # warned, then judged: the requests that failed make it exit 1 (the CI contract)
+    assert code == 1
+    (_, verdict) = err.splitlines()
+    assert "requests failed, more than --max-failed-requests 0" in verdict
     code, out, err = _run(capsys, "simulate", "--machines", "2", "--strategy", "immediate")
     assert err.startswith("zdd: warning: group 'app': strategy immediate")
+    assert code == 1
     code, out, err = _run(
         capsys, "simulate", "--machines", "2", "--strategy", "immediate", "--allow-downtime"
     )
     assert "warning" not in err
+    code, out, err = _run(
+        capsys,
+        "simulate",
+        "--machines",
+        "2",
+        "--strategy",
+        "immediate",
+        "--allow-downtime",
+        "--max-failed-requests",
+        "1000000",
+    )
+    assert code == 0, err
     code, out, err = _run(capsys, "plan", "--fleet", str(fleet), "--allow-downtime")
     assert "warning" not in out
 

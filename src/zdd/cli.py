@@ -1,8 +1,11 @@
 """The ``zdd`` command: a thin argparse front end over the library.
 
-Exit codes: 0 success, 1 a deployment failed (or rolled back, or the provider
-failed), 2 bad input (one line on stderr, never a traceback), 3 the fleet is
-locked by someone else, 130 interrupted before a deployment began.
+One exit-code contract for every command: 0 converged (and, with load, no more
+failed requests than ``--max-failed-requests``), 1 failed or rolled back (or too
+many requests failed), 2 bad input (one line on stderr, never a traceback), 3 the
+fleet is someone else's, 130 interrupted before a deployment began. Progress and
+errors go to stderr, results to stdout; under ``--json`` an error is one JSON
+object.
 """
 
 from __future__ import annotations
@@ -166,6 +169,7 @@ def _build_parser() -> _Parser:
         help="print each executor event as it happens (JSON lines with --json)",
     )
     s.add_argument("--svg", metavar="FILE", help="write a picture of the timeline to FILE")
+    _add_max_failed(s)
     m = sub.add_parser(
         "demo",
         help="deploy the bundled demo app on local processes behind HAProxy, under load",
@@ -190,6 +194,7 @@ def _build_parser() -> _Parser:
         help="load before and after the deployment (default 2s)",
     )
     m.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    _add_max_failed(m)
     d = sub.add_parser("deploy", help="deploy a release to a real fleet")
     d.add_argument("--provider", choices=("fly",), required=True, help="where the fleet runs")
     d.add_argument("--app", help="the Fly app (default: app in fly.toml)")
@@ -233,6 +238,31 @@ def _build_parser() -> _Parser:
 
 
 _GATE_RESULTS: tuple[GateResult, ...] = ("pass", "fail", "inconclusive", "pending")
+
+
+def _add_max_failed(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-failed-requests",
+        type=_int("--max-failed-requests"),
+        default=0,
+        metavar="N",
+        help="exit 1 when more than N requests failed (default 0: zero downtime)",
+    )
+
+
+def _verdict(converged: bool, failed: int, limit: int, error: str | None) -> int:
+    """The exit code of a run with load: 1 when it did not converge (a rollback
+    included) or when more requests failed than allowed; the reason on stderr."""
+    if not converged:
+        _fail(error or "the deployment did not converge")
+        return EXIT_FAILED
+    if failed > limit:
+        _fail(
+            f"{failed} requests failed, more than --max-failed-requests {limit}: "
+            f"this deployment is not zero-downtime"
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _gate(text: str) -> tuple[str, GateResult]:
@@ -459,7 +489,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         connections=args.connections,
         options=ExecuteOptions(gates=gates),
         reporter=(
-            (JsonLinesReporter() if args.json else TextReporter()) if args.progress else None
+            (JsonLinesReporter(sys.stderr) if args.json else TextReporter(sys.stderr))
+            if args.progress
+            else None
         ),
     )
     if args.svg:
@@ -468,13 +500,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise _UsageError(f"--svg: cannot write {args.svg} ({exc.strerror})") from None
     if args.json:
-        # with --progress the output is JSON lines: the report is the last one
-        print(json.dumps(report.to_json(), indent=None if args.progress else 2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.to_text())
         if args.svg:
             print(f"\ntimeline written to {args.svg}")
-    return EXIT_OK if report.converged else EXIT_FAILED
+    return _verdict(
+        report.converged, report.failed_requests, args.max_failed_requests, report.error
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -539,7 +572,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  deployment time      {deploy_seconds:.1f}s")
         if result.error:
             print(f"  why                  {result.error}")
-    return EXIT_OK if result.converged or result.rolled_back else EXIT_FAILED
+    return _verdict(
+        result.converged, report.failed_requests, args.max_failed_requests, result.error
+    )
 
 
 def _image_version(image: str) -> str:
@@ -588,7 +623,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     def gates(name: str) -> GateResult:
         return answers.get(name, "pending")
 
-    reporter = JsonLinesReporter() if args.json else TextReporter()
+    # progress on stderr, the result on stdout
+    reporter = JsonLinesReporter(sys.stderr) if args.json else TextReporter(sys.stderr)
     result = execute(
         provider,
         desired,
@@ -598,6 +634,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         poll_interval=args.poll_interval,
         lock_ttl=args.lock_ttl,
     )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(f"zdd deploy: {result.outcome.replace('_', ' ')} in {result.elapsed:.1f}s")
     if isinstance(result.exception, DeploymentLocked):
         _fail(str(result.exception))  # the fleet is someone else's now: stopped, stated
         return EXIT_LOCKED
@@ -611,6 +651,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _build_parser()
+    global _JSON_ERRORS
+    _JSON_ERRORS = "--json" in (sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
         if args.command is None:
@@ -644,9 +686,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+#: Under --json an error is one JSON object too (on stderr, like every error).
+_JSON_ERRORS = False
+
+
 def _fail(message: str) -> None:
     one_line = " ".join(message.split())
-    print(f"zdd: error: {one_line}", file=sys.stderr)
+    if _JSON_ERRORS:
+        print(json.dumps({"error": one_line}), file=sys.stderr)
+    else:
+        print(f"zdd: error: {one_line}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
