@@ -533,3 +533,61 @@ def test_300_machines_bluegreen_converges(
         assert len(creates) == 300
         assert len(lists) < len(creates)  # no list before every create
         assert srv.violations == []
+
+
+# -- pins: each fails on a one-line change of the rule it names ------------------------
+
+
+def test_no_check_result_yet_is_unknown_not_passing(server: FlyMachinesServer) -> None:
+    p = provider(server)
+    item = server.machine("m1")
+    item["checks"] = []  # started, checks configured, none has answered yet
+    from zdd.providers.fly import _health
+
+    config = item["config"]
+    assert config.get("services") or config.get("checks")
+    assert _health(item, config, zdd.MachineState.STARTED) is zdd.Health.UNKNOWN
+    assert p.machine("m1") is not None
+
+
+def test_the_newest_record_copy_wins_and_every_machine_gets_it(server: FlyMachinesServer) -> None:
+    p = provider(server)
+    p.acquire_lock("zdd-test", 30)
+    p.perform(zdd.Label(group="*", values={"phase": "deploying", "target": "app=v2"}))
+    p.perform(zdd.Label(group="*", values={"phase": "done"}))
+    copies = {m["id"]: m["config"]["metadata"].get("zdd_record") for m in app_machines(server)}
+    assert len(set(copies.values())) == 1 and None not in copies.values(), copies
+    # a fresh reader where one machine still holds an older copy reads the newest
+    old = provider(server)
+    server.clear_lease("m1")
+    old_doc = '{"record":{"phase":"deploying","target":"app=v1"},"seq":0}'
+    with server._lock:
+        fm = server._machines["m1"]
+        fm.config = {**fm.config, "metadata": {**fm.config["metadata"], "zdd_record": old_doc}}
+    assert old.observe().record["phase"] == "done"
+    p.release_lock("zdd-test")
+
+
+def test_updates_send_current_version_and_refreshes_their_nonce(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bodies: list[bytes] = []
+
+    def hook(request: RecordedRequest, raw: bytes) -> None:
+        if request.method == "POST" and is_machine(request.path):
+            bodies.append(raw)
+
+    server.after_answer = hook
+    assert deploy(server, write_config(tmp_path, "rolling"), "--lock-ttl", "3s") == 0, (
+        capsys.readouterr()
+    )
+    server.after_answer = None
+    assert len(bodies) == 3 and all(b'"current_version"' in b for b in bodies)
+    # a refresh carries its nonce: answered at once, no 409 to adopt
+    p = provider(server)
+    p.acquire_lock("zdd-test", 30)
+    seen = len(server.requests)
+    p.acquire_lock("zdd-test", 30)
+    refresh = [r for r in server.requests[seen:] if r.path.endswith("/lease")]
+    assert [r.status for r in refresh] == [201, 201, 201], refresh
+    p.release_lock("zdd-test")
