@@ -491,8 +491,8 @@ class ExecutorCore:
             times.append(self._ready[0][0])
         if self.options.deadline is not None and self.mode != "finished":
             times.append(self._t0 + self.options.deadline)
-        if self._heartbeat_text() is not None:
-            times.append(self._last_said + HEARTBEAT)
+        if self.mode != "finished" and (self._watch or self._held or self._waiting):
+            times.append(self._last_said + HEARTBEAT)  # (cheap: the text is built when due)
         return min(times) if times else None
 
     def _heartbeat_text(self) -> str | None:
@@ -765,6 +765,7 @@ class ExecutorCore:
             return
         if now >= self._last_said + HEARTBEAT:
             text = self._heartbeat_text()
+            self._last_said = now  # (also when there is nothing to say: next one in 10 s)
             if text is not None:  # never silent for long: say what is waited on
                 self._emit(self.reporter.waiting, self._elapsed, text)
         if self.options.deadline is not None and now >= self._t0 + self.options.deadline:
