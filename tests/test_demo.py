@@ -162,7 +162,8 @@ def test_one_machine_with_the_default_config_fails_no_request(
 def test_immediate_fails_requests_so_the_harness_can_fail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = demo(tmp_path, capsys, "immediate")
+    # failed requests make the demo exit 1 (--max-failed-requests 0): a CI job fails on them
+    report = demo(tmp_path, capsys, "immediate", exit_code=1)
     assert report["failed_requests"] > 0
     assert no_zdd_processes() == []
 
