@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fly_server import FlyMachinesServer  # noqa: E402
+from fly_server import FlyMachinesServer
 
-import zdd  # noqa: E402
-from zdd.providers.fly import FlyMachines  # noqa: E402
+import zdd
+from zdd.providers.fly import FlyMachines
 
 TOKEN = "bench-token"
 TTL = 30.0

@@ -7,6 +7,7 @@ method calls, and the simulator where a whole run says it best."""
 from __future__ import annotations
 
 import io
+import itertools
 from typing import Any
 
 import attrs
@@ -467,7 +468,7 @@ def test_never_silent_a_heartbeat_says_what_is_waited_on() -> None:
         core.tick(float(t))
     beats = [(t, w) for t, w in said.lines if w.startswith("still waiting")]
     assert len(beats) >= 4, said.lines
-    gaps = [b[0] - a[0] for a, b in zip(beats, beats[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(beats)]
     assert all(g <= 10.0 for g in gaps), gaps
     assert "healthy (" in beats[-1][1] and "of 300s" in beats[-1][1]
     assert "last seen starting, unknown" in beats[-1][1]

@@ -209,7 +209,7 @@ def test_a_failing_release_command_touches_nothing(
     server.release_exit_code = 3
     before = {m["id"]: m["version"] for m in app_machines(server)}
     code = deploy(server, write_config(tmp_path, "rolling"))
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert code == 1
     assert "exited with status 3" in err and "nothing was changed" in err
     assert {m["id"]: m["version"] for m in app_machines(server)} == before
