@@ -777,8 +777,7 @@ WAITED_FOR_CRASHED = (
 STATED = r"(; stopped where it was .*|; nothing was changed.*)?"
 #: The second crash hitting a machine the rollback waits for: the rollback stops, stated.
 ROLLBACK_HIT = (
-    r"rollback failed: machine \S+ (is failed|is gone) while waiting for it to be healthy"
-    + STATED
+    r"rollback failed: machine \S+ (is failed|is gone) while waiting for it to be healthy" + STATED
 )
 
 

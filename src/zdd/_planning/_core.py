@@ -358,9 +358,7 @@ def rolling_limits(
             )
         else:
             floor = 1
-            if surge < 1 and (
-                any(m.presumed_serving for m in outdated) or _surplus(ctx, machines)
-            ):
+            if surge < 1 and (any(m.presumed_serving for m in outdated) or _surplus(ctx, machines)):
                 surge = 1
                 borrowed = True
                 note = "1 surge machine borrowed so that the group never reaches zero"
