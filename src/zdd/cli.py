@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import NoReturn
 
 import attrs
 
+from . import _local_deploy
 from ._config import (
     STRATEGY_NAMES,
     Canary,
@@ -196,7 +199,12 @@ def _build_parser() -> _Parser:
     m.add_argument("--json", action="store_true", help="print one JSON object at the end")
     _add_max_failed(m)
     d = sub.add_parser("deploy", help="deploy a release to a real fleet")
-    d.add_argument("--provider", choices=("fly",), required=True, help="where the fleet runs")
+    d.add_argument(
+        "--provider",
+        choices=("fly", "local"),
+        required=True,
+        help="where the fleet runs: Fly Machines, or processes on this host behind HAProxy",
+    )
     d.add_argument("--app", help="the Fly app (default: app in fly.toml)")
     _add_strategy_flags(d)
     d.add_argument("--image", help="the image to deploy (default: [build].image in fly.toml)")
@@ -214,9 +222,9 @@ def _build_parser() -> _Parser:
     d.add_argument(
         "--poll-interval",
         type=_duration("--poll-interval"),
-        default=2.0,
+        default=None,
         metavar="DUR",
-        help="how often machines being waited on are read (default 2s)",
+        help="how often machines being waited on are read (default 2s; local 0.5s)",
     )
     d.add_argument(
         "--lock-ttl",
@@ -234,6 +242,7 @@ def _build_parser() -> _Parser:
         type=_gate,
         help="answer a gate: pass or fail (unanswered gates wait for approval)",
     )
+    _local_deploy.add_flags(d)
     return parser
 
 
@@ -560,7 +569,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "rolled_back": result.rolled_back,
         "error": result.error,
         "versions_seen": dict(report.versions_seen),
+        "requested_rps": args.rps,
+        "delivered_rps": round(report.requests_per_second, 1),
     }
+    short = report.requests_per_second < 0.9 * args.rps
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -570,6 +582,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  requests failed      {report.failed_requests}")
         print(f"  connections dropped  {report.streams_cut} of {report.streams_opened} streams")
         print(f"  deployment time      {deploy_seconds:.1f}s")
+        if short:
+            print(
+                f"  load                 {report.requests_per_second:.0f} requests a second "
+                f"of the {args.rps:g} asked: this machine could not send more"
+            )
         if result.error:
             print(f"  why                  {result.error}")
     return _verdict(
@@ -589,6 +606,8 @@ def _image_version(image: str) -> str:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    if args.provider == "local":
+        return _local_deploy.deploy_local(args)
     from .providers.fly import FlyMachines
 
     config = load_config(args.config) if args.config else Config()
@@ -631,7 +650,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         strategy,
         options=ExecuteOptions(gates=gates),
         reporter=reporter,
-        poll_interval=args.poll_interval,
+        poll_interval=args.poll_interval if args.poll_interval is not None else 2.0,
         lock_ttl=args.lock_ttl,
     )
     if args.json:
@@ -648,8 +667,35 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return EXIT_OK if result.converged else EXIT_FAILED
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, a CI cancel): handled as Ctrl-C is."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code.
+
+    A SIGTERM ends it as cleanly as Ctrl-C: a deployment rolls back where it can,
+    the demo stops its fleet and HAProxy; the exit code is then 143."""
+    installed = False
+    previous: object = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        installed = True
+    try:
+        return _main(argv)
+    except _Terminated:
+        _fail("terminated")
+        return 143
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     global _JSON_ERRORS
     _JSON_ERRORS = "--json" in (sys.argv[1:] if argv is None else list(argv))
@@ -676,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ActionFailed, DeployTimeout, ProviderContractError) as exc:
         _fail(str(exc))  # the world's fault, not the input's
         return EXIT_FAILED
+    except _Terminated:
+        raise
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130

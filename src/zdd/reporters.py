@@ -8,7 +8,9 @@ gets ``elapsed``: seconds since the deployment began, on the executor's clock
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._hooks import Reporter
@@ -17,7 +19,22 @@ from ._plan import Action, redact_command
 if TYPE_CHECKING:
     from ._executor import DeployResult
 
-__all__ = ["JsonLinesReporter", "Reporter", "TextReporter"]
+__all__ = ["JsonLinesReporter", "Reporter", "TextReporter", "use_color"]
+
+_RED, _YELLOW, _GREEN, _BOLD, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[1m", "\033[0m"
+
+
+def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether to colour what goes to ``stream``: only a terminal, never with ``NO_COLOR``
+    set to anything non-empty (https://no-color.org) or ``TERM=dumb``."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):
+        return False
 
 
 def _describe(action: Action) -> str:
@@ -26,10 +43,18 @@ def _describe(action: Action) -> str:
 
 
 class TextReporter(Reporter):
-    """One line per event, prefixed with the elapsed time (the CLI's default)."""
+    """One line per event, prefixed with the elapsed time (the CLI's default).
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    ``color``: colour failures, rollbacks and the outcome; ``None`` (the default)
+    colours only a terminal and honours ``NO_COLOR`` (see :func:`use_color`).
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, color: bool | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
+        self.color = use_color(self.stream) if color is None else color
+
+    def _paint(self, text: str, colour: str) -> str:
+        return f"{colour}{text}{_RESET}" if self.color else text
 
     def _line(self, elapsed: float, text: str) -> None:
         print(f"[{elapsed:8.1f}s] {text}", file=self.stream, flush=True)
@@ -44,7 +69,7 @@ class TextReporter(Reporter):
         self._line(elapsed, f"  start  {_describe(action)}")
 
     def action_finished(self, elapsed: float, action: Action, error: str | None) -> None:
-        status = "done  " if error is None else "FAILED"
+        status = "done  " if error is None else self._paint("FAILED", _RED)
         tail = "" if error is None else f": {error}"
         self._line(elapsed, f"  {status} {_describe(action)}{tail}")
 
@@ -55,11 +80,12 @@ class TextReporter(Reporter):
         self._line(elapsed, f"  gate   {name}: {result}")
 
     def rollback_started(self, elapsed: float, reason: str) -> None:
-        self._line(elapsed, f"ROLLING BACK: {reason}")
+        self._line(elapsed, self._paint("ROLLING BACK", _BOLD + _YELLOW) + f": {reason}")
 
     def finished(self, elapsed: float, result: DeployResult) -> None:
+        outcome = self._paint(result.outcome, _GREEN if result.converged else _RED)
         self._line(
-            elapsed, f"finished: {result.outcome}" + (f" ({result.error})" if result.error else "")
+            elapsed, f"finished: {outcome}" + (f" ({result.error})" if result.error else "")
         )
 
 

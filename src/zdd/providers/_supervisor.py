@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -27,6 +28,59 @@ from .._plan import (
 
 #: The environment variable that marks every process of one local fleet.
 FLEET_ENV = "ZDD_LOCAL_FLEET"
+#: The one that marks its HAProxy (not swept with the machines).
+HAPROXY_ENV = "ZDD_LOCAL_HAPROXY"
+
+
+def open_private(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symbolic link planted at ``path`` (``O_NOFOLLOW``):
+    a link there is refused with ``OSError`` (ELOOP) instead of written through."""
+    return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+
+
+def write_private(path: Path, data: str) -> None:
+    """Write ``data`` to ``path`` atomically, mode 0600, through no symbolic link: a new
+    file (``O_EXCL``, random name) renamed over ``path`` (a rename replaces a link
+    planted at ``path`` instead of following it)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_private(path: Path) -> str:
+    """Read ``path`` without following a symbolic link (``OSError`` if one is planted)."""
+    fd = open_private(path, os.O_RDONLY)
+    with os.fdopen(fd, "r", encoding="utf-8") as f:
+        return f.read()
+
+
+def check_private_dir(path: Path, field: str) -> None:
+    """Refuse a directory zdd would write in that is a symbolic link, is not this user's,
+    or that others can write to (they could plant links or files in it)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise InvalidConfig(f"{path}: {exc.strerror or exc}", field=field) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidConfig(f"{path} is a symbolic link; give the real directory", field=field)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidConfig(f"{path} is not a directory", field=field)
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise InvalidConfig(
+            f"{path} belongs to another user; use a directory of your own", field=field
+        )
+    if st.st_mode & 0o022:
+        raise InvalidConfig(
+            f"{path} can be written by other users; chmod go-w it or use another one",
+            field=field,
+        )
 
 
 def _proc_stat(pid: int) -> tuple[str, int, str] | None:
@@ -46,19 +100,45 @@ def _start_time(pid: int) -> str | None:
     return info[2] if info is not None and info[0] != "X" else None
 
 
+def _environ_has(pid: int, marker: str) -> bool | None:
+    """Whether ``pid``'s environment holds ``marker`` (``NAME=value``); None without /proc."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except FileNotFoundError:
+        return False if Path("/proc/self/environ").exists() else None
+    except OSError:
+        return False  # not ours to read: not ours
+    return marker.encode() in environ.split(b"\0")
+
+
 @attrs.define(eq=False)
 class _Proc:
-    """A process group leader we started (``popen``) or adopted from a state file."""
+    """A process group leader we started (``popen``) or adopted from a state file.
+
+    An adopted process (no ``popen``) is only ever signalled once it is proved to be
+    the one that was started: same pid, same start time, still its group's leader,
+    and (``marker``) the fleet's variable in its environment. A state file naming
+    any other process, by accident or by design, makes zdd leave it alone.
+    """
 
     pid: int
     start: str | None
     popen: subprocess.Popen[bytes] | None = None
+    marker: str | None = None  # NAME=value that the process's environment must hold
 
     @classmethod
     def spawn(
-        cls, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, log: Path
+        cls,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        log: Path,
+        marker: str | None = None,
     ) -> _Proc:
-        with open(log, "ab") as out:
+        fd = open_private(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        with os.fdopen(fd, "ab") as out:
             popen = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
@@ -69,11 +149,14 @@ class _Proc:
                 start_new_session=True,
                 close_fds=True,
             )
-        return cls(pid=popen.pid, start=_start_time(popen.pid), popen=popen)
+        return cls(pid=popen.pid, start=_start_time(popen.pid), popen=popen, marker=marker)
 
     def alive(self) -> bool:
+        """Running, and (adopted) provably the process that was started."""
         if self.popen is not None:
-            return self.popen.poll() is None
+            return self.popen.poll() is None  # our child: its pid cannot be reused
+        if isinstance(self.pid, bool) or not isinstance(self.pid, int) or self.pid <= 1:
+            return False
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -83,12 +166,17 @@ class _Proc:
         info = _proc_stat(self.pid)
         if info is None:
             return True  # no /proc (macOS): trust the pid
-        state, _, start = info
-        if state in ("Z", "X"):
+        state, pgid, start = info
+        if state in ("Z", "X") or self.start is None or start != self.start:
             return False
-        return self.start is None or start == self.start
+        if pgid != self.pid:
+            return False  # not the leader of its own group: never ours
+        return self.marker is None or _environ_has(self.pid, self.marker) is not False
 
     def signal_group(self, sig: int) -> None:
+        """Signal the process group, only when it is proved to be ours (:meth:`alive`)."""
+        if self.popen is None and not self.alive():
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
@@ -171,9 +259,19 @@ def _output(out: bytes | None) -> str:
 
 
 def _pid_exists(pid: object, start: object) -> bool:
-    if not isinstance(pid, int):
+    """Whether the process ``pid`` started at ``start`` (a lock holder) still runs."""
+    if isinstance(pid, bool) or not isinstance(pid, int):
         return True  # unknown: assume it may still hold the lock
-    return _Proc(pid=pid, start=start if isinstance(start, str) else None).alive()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user: it may hold the lock
+    info = _proc_stat(pid)
+    if info is None or not isinstance(start, str):
+        return True
+    return info[0] not in ("Z", "X") and info[2] == start
 
 
 def _sweep(fleet: str, keep: set[int]) -> None:
@@ -187,7 +285,7 @@ def _sweep(fleet: str, keep: set[int]) -> None:
     except OSError:
         return
     for entry in entries:
-        if not entry.isdigit():
+        if not (entry.isascii() and entry.isdigit()):
             continue
         pid = int(entry)
         if pid == me:

@@ -73,6 +73,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -127,6 +128,7 @@ from ._haproxy import (
 )
 from ._supervisor import (
     FLEET_ENV,
+    HAPROXY_ENV,
     _output,
     _pick_port,
     _pid_exists,
@@ -136,6 +138,10 @@ from ._supervisor import (
     _signal,
     _start_time,
     _sweep,
+    check_private_dir,
+    open_private,
+    read_private,
+    write_private,
 )
 
 __all__ = ["HAPROXY_MISSING", "LocalProvider", "haproxy_config"]
@@ -147,6 +153,9 @@ _SOCKET = "haproxy.sock"
 _CONFIG = "haproxy.cfg"
 _HAPROXY_LOG = "haproxy.log"
 _FORMAT = 1
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: a machine id (and its log file's name): a plan's name or local-N
+_MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
 # -- processes -------------------------------------------------------------------
@@ -172,6 +181,7 @@ class _Rec:
     proc: _Proc | None = None
     phase: str | None = None  # creating, updating, stopping, destroying (not saved)
     weight: int | None = None  # the weight last set in HAProxy (not saved)
+    passing: bool = False  # its check passed when last observed (a restarted HAProxy serves it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,12 +196,18 @@ class _Rec:
             "server": self.server,
             "pid": self.proc.pid if self.proc is not None else None,
             "start": self.proc.start if self.proc is not None else None,
+            "passing": self.passing,
         }
 
     @classmethod
-    def from_json(cls, mid: str, doc: Mapping[str, Any]) -> _Rec:
+    def from_json(cls, mid: str, doc: Mapping[str, Any], marker: str) -> _Rec:
         pid = doc.get("pid")
-        proc = _Proc(pid=int(pid), start=doc.get("start")) if isinstance(pid, int) else None
+        start = doc.get("start")
+        proc = (
+            _Proc(pid=pid, start=start if isinstance(start, str) else None, marker=marker)
+            if isinstance(pid, int) and not isinstance(pid, bool)
+            else None
+        )
         return cls(
             id=mid,
             group=str(doc["group"]),
@@ -204,6 +220,7 @@ class _Rec:
             port=doc.get("port") if isinstance(doc.get("port"), int) else None,
             server=str(doc["server"]) if doc.get("server") else None,
             proc=proc,
+            passing=doc.get("passing") is True,
         )
 
     @property
@@ -240,6 +257,9 @@ class LocalProvider:
         kill_timeout: seconds to wait after ``kill_signal`` before SIGKILL.
         versions: extra environment per release version, e.g.
             ``{"v2": {"ZDD_DEMO_HEALTH": "failing"}}``.
+        commands: a command line per process group (fly.toml's ``[processes]``),
+            over ``command``; see also :meth:`prepare_release`.
+        port_env: the environment variable that tells a process its port.
         state_dir: where the socket, logs, state and lock live; default a new
             temporary directory (removed by :meth:`close`). An existing
             ``state_dir`` with a fleet in it is adopted (see the module docstring).
@@ -272,8 +292,16 @@ class LocalProvider:
         kill_timeout: float = 5.0,
         versions: Mapping[str, Mapping[str, str]] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        commands: Mapping[str, Sequence[str] | str] | None = None,
+        port_env: str = "PORT",
     ) -> None:
         self.command = _command(command)
+        self.commands = {str(g): _command(c) for g, c in (commands or {}).items()}
+        if not (isinstance(port_env, str) and _ENV_NAME.match(port_env)):
+            raise InvalidConfig(
+                "must be an environment variable name such as PORT", field="port_env"
+            )
+        self.port_env = port_env
         self.workdir = os.fspath(workdir) if workdir is not None else None
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.bind = _check_bind(bind)
@@ -301,23 +329,31 @@ class LocalProvider:
         self.versions = {
             str(v): {str(k): str(x) for k, x in e.items()} for v, e in (versions or {}).items()
         }
-        self._release_env: dict[str, dict[str, str]] = {}
-        self._release_kill: dict[str, tuple[int, float]] = {}
+        #: how processes of each version run: commands, workdir, env, kill (state.json)
+        self._specs: dict[str, dict[str, Any]] = {}
         self._haproxy_bin = _find_haproxy(haproxy)
+        self._haproxy_mu = threading.Lock()
+        #: how many times a dead HAProxy was restarted by this provider
+        self.haproxy_restarts = 0
 
         self._own_dir = state_dir is None
         if state_dir is None:
             self.state_dir = Path(tempfile.mkdtemp(prefix="zdd-local-"))
         else:
             self.state_dir = Path(state_dir).absolute()
-            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.state_dir.is_symlink():
+                self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_private_dir(self.state_dir, "state_dir")
         self._socket_path = str(self.state_dir / _SOCKET)
         if len(os.fsencode(self._socket_path)) > 100:
             raise InvalidConfig(
                 f"{self.state_dir} is too long a path for HAProxy's socket; use a shorter one",
                 field="state_dir",
             )
-        (self.state_dir / "logs").mkdir(exist_ok=True)
+        logs = self.state_dir / "logs"
+        if not logs.is_symlink():
+            logs.mkdir(exist_ok=True, mode=0o700)
+        check_private_dir(logs, "state_dir")
 
         self._mu = threading.RLock()
         self._weights_mu = threading.Lock()
@@ -354,6 +390,62 @@ class LocalProvider:
 
     # -- public helpers ----------------------------------------------------------
 
+    @staticmethod
+    def peek(state_dir: str | os.PathLike[str]) -> FleetState | None:
+        """The fleet in ``state_dir`` as a later process sees it, changing nothing
+        (no HAProxy started, no process signalled): each machine's state from its
+        process (proved to be the one started), its health from HAProxy's checks,
+        and the deployment record. ``None`` when ``state_dir`` holds no fleet."""
+        path = Path(state_dir).absolute()
+        if not (path / _STATE).exists() and not (path / _STATE).is_symlink():
+            return None
+        check_private_dir(path, "state_dir")
+        doc = _read_json(path / _STATE)
+        if not doc or doc.get("format") != _FORMAT:
+            raise InvalidConfig(
+                f"{path / _STATE} is not a zdd local fleet state (damaged, or a link)",
+                field="state_dir",
+            )
+        try:
+            fleet = str(doc["fleet"])
+            record = {str(k): str(v) for k, v in dict(doc["record"]).items()}
+            marker = f"{FLEET_ENV}={fleet}"
+            recs = [
+                _Rec.from_json(str(mid), m, marker) for mid, m in dict(doc["machines"]).items()
+            ]
+            socket_path = str(dict(doc["haproxy"]).get("socket") or path / _SOCKET)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidConfig(
+                f"{path / _STATE} is damaged ({type(exc).__name__}); remove it to start afresh",
+                field="state_dir",
+            ) from None
+        rows: dict[str, dict[str, str]] = {}
+        with contextlib.suppress(ActionFailed, OSError):
+            rows = HAProxyRuntime(socket_path).servers()
+        group = str(doc.get("group") or "app")
+        machines = []
+        for rec in recs:
+            state = LocalProvider._state(rec)
+            health = Health.CRITICAL if state is MachineState.FAILED else Health.UNKNOWN
+            if state is MachineState.STARTED:
+                if rec.group != group:
+                    health = Health.PASSING
+                elif rec.server is not None and rec.server in rows:
+                    health = _health(rows[rec.server])
+            machines.append(
+                Machine(
+                    id=rec.id,
+                    version=rec.version,
+                    group=rec.group,
+                    region=rec.region,
+                    state=state,
+                    health=health,
+                    cordoned=rec.cordoned,
+                    labels=rec.labels,
+                )
+            )
+        return FleetState(machines=machines, record=record)
+
     @property
     def url(self) -> str:
         """The HAProxy frontend: ``http://127.0.0.1:<port>``."""
@@ -366,20 +458,59 @@ class LocalProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def prepare_release(
+        self,
+        version: str,
+        *,
+        commands: Mapping[str, Sequence[str] | str] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Say how processes of ``version`` run: a command line per group and the
+        working directory (default: the provider's ``command``, ``commands`` and
+        ``workdir``). Kept in ``state.json``, so a later provider over the same
+        ``state_dir`` (a rollback, a resumed deployment) starts ``version``'s
+        processes from the same code, not from whatever is current."""
+        spec: dict[str, Any] = {
+            "commands": {str(g): list(_command(c)) for g, c in (commands or {}).items()},
+        }
+        if workdir is not None:
+            spec["workdir"] = os.fspath(Path(workdir).absolute())
+        with self._mu:
+            self._specs.setdefault(str(version), {}).update(spec)
+            self._save()
+
     def _register_release(self, release: Release) -> None:
         """Give machines of ``release.version`` its environment (``versions`` still wins)
-        and its kill signal and timeout."""
-        self._release_env[release.version] = dict(release.env)
+        and its kill signal and timeout (kept in ``state.json`` for a later provider)."""
+        spec: dict[str, Any] = {"env": dict(release.env)}
         with contextlib.suppress(InvalidConfig):
-            self._release_kill[release.version] = (
-                _signal(release.kill_signal),
-                release.kill_timeout,
-            )
+            _signal(release.kill_signal)
+            spec["kill_signal"] = release.kill_signal
+            spec["kill_timeout"] = release.kill_timeout
+        with self._mu:
+            old = self._specs.get(release.version, {})
+            if all(old.get(k) == v for k, v in spec.items()):
+                return
+            self._specs.setdefault(release.version, {}).update(spec)
+            self._save()
 
     def _kill_of(self, version: str) -> tuple[int, float]:
         """How a process of ``version`` is stopped: its release's signal and timeout,
         else the provider's."""
-        return self._release_kill.get(version, (self._kill_signal, self.kill_timeout))
+        spec = self._specs.get(version, {})
+        if "kill_signal" in spec:
+            with contextlib.suppress(InvalidConfig, TypeError, ValueError):
+                return _signal(str(spec["kill_signal"])), float(spec["kill_timeout"])
+        return self._kill_signal, self.kill_timeout
+
+    def _command_of(self, version: str, group: str) -> tuple[tuple[str, ...], str | None]:
+        """The command line and working directory of ``group``'s processes of ``version``."""
+        spec = self._specs.get(version, {})
+        commands = spec.get("commands") or {}
+        argv = commands.get(group)
+        command = tuple(argv) if argv else self.commands.get(group, self.command)
+        workdir = spec.get("workdir") or self.workdir
+        return command, workdir
 
     def launch(
         self,
@@ -450,6 +581,7 @@ class LocalProvider:
 
     def observe(self) -> FleetState:
         self._check_open()
+        self._ensure_haproxy()
         rows = self._servers()
         with self._mu:
             recs = list(self._recs.values())
@@ -461,6 +593,7 @@ class LocalProvider:
 
     def machine(self, machine_id: str) -> Machine | None:
         self._check_open()
+        self._ensure_haproxy()
         with self._mu:
             rec = self._recs.get(machine_id)
         if rec is None or rec.phase == "destroying":
@@ -469,6 +602,7 @@ class LocalProvider:
 
     def perform(self, action: Action) -> Machine | None:
         self._check_open()
+        self._ensure_haproxy()
         self._retry_deletes()
         release = getattr(action, "release", None)
         if isinstance(release, Release):
@@ -647,8 +781,11 @@ class LocalProvider:
                 for rec in self._recs.values():
                     if rec.labels.get("zdd.key") == key and rec.phase != "destroying":
                         return self._freeze(rec, self._servers())  # idempotent on the key
-            mid = f"local-{self._next_id}"
-            self._next_id += 1
+            if key is not None and _MACHINE_ID.match(key) and key not in self._recs:
+                mid = key  # the plan's name for it: the same in plan, progress and report
+            else:
+                mid = f"local-{self._next_id}"
+                self._next_id += 1
             labels = {}
             if key is not None:
                 labels["zdd.key"] = key
@@ -685,7 +822,7 @@ class LocalProvider:
     def _environment(self, version: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.env)
-        env.update(self._release_env.get(version, {}))
+        env.update(self._specs.get(version, {}).get("env") or {})
         env.update(self.versions.get(version, {}))
         env["ZDD_VERSION"] = version
         return env
@@ -700,14 +837,21 @@ class LocalProvider:
         try:
             env = self._environment(version)
             env["PORT"] = str(port)
+            env[self.port_env] = str(port)
             env[FLEET_ENV] = self.fleet
+            command, workdir = self._command_of(version, rec.group)
             try:
                 proc = _Proc.spawn(
-                    self.command, env=env, cwd=self.workdir, log=self.log_path(rec.id)
+                    command,
+                    env=env,
+                    cwd=workdir,
+                    log=self.log_path(rec.id),
+                    marker=f"{FLEET_ENV}={self.fleet}",
                 )
             except OSError as exc:
                 raise ActionFailed(
-                    f"cannot start {rec.id}: {shlex.join(self.command)}: {exc.strerror or exc}"
+                    f"cannot start {rec.id}: {redact_command(shlex.join(command))}: "
+                    f"{exc.strerror or exc}"
                 ) from None
             with self._mu:
                 rec.version = version
@@ -804,6 +948,7 @@ class LocalProvider:
                     health = Health.PASSING  # no checks: started is healthy
                 elif rec.server is not None and rec.server in rows:
                     health = _health(rows[rec.server])
+            rec.passing = health is Health.PASSING and rec.group == self.group
             return Machine(
                 id=rec.id,
                 version=rec.version,
@@ -849,7 +994,7 @@ class LocalProvider:
         try:
             popen = subprocess.Popen(
                 argv,
-                cwd=self.workdir,
+                cwd=self._command_of(version, self.group)[1],
                 env=self._environment(version),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -896,16 +1041,17 @@ class LocalProvider:
                 check_interval=self.check_interval,
             )
             cfg = self.state_dir / _CONFIG
-            cfg.write_text(config)
+            write_private(cfg, config)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._socket_path)
             log = self.state_dir / _HAPROXY_LOG
             try:
                 proc = _Proc.spawn(
                     [self._haproxy_bin, "-f", str(cfg), "-db"],
-                    env=dict(os.environ),
+                    env={**os.environ, HAPROXY_ENV: self.fleet},
                     cwd=str(self.state_dir),
                     log=log,
+                    marker=f"{HAPROXY_ENV}={self.fleet}",
                 )
             except OSError as exc:
                 raise InvalidConfig(f"{HAPROXY_MISSING} ({exc.strerror or exc})") from None
@@ -927,6 +1073,36 @@ class LocalProvider:
                 f"HAProxy did not start on {self.bind}:{chosen}: {why or 'no output'}",
                 field="port" if "bind" in why else None,
             )
+
+    def _ensure_haproxy(self) -> None:
+        """Notice a dead HAProxy and start a new one on the same address, serving at once
+        the machines that were serving (their last check passed) and checking the rest.
+        If it cannot start, the deployment stops: :class:`~zdd.ActionFailed` says so."""
+        haproxy = self._haproxy
+        if haproxy is None or haproxy.alive():
+            return
+        with self._haproxy_mu:
+            if self._haproxy is not haproxy:
+                return  # another thread restarted it
+            try:
+                self._start_haproxy(self.port)
+            except InvalidConfig as exc:
+                raise ActionFailed(
+                    f"HAProxy (pid {haproxy.pid}) died and could not be restarted on "
+                    f"{self.bind}:{self.port}: {exc}; the app's processes still run "
+                    f"(state in {self.state_dir})"
+                ) from None
+            self.haproxy_restarts += 1
+            with self._mu:
+                recs = [r for r in self._recs.values() if r.group == self.group]
+            for rec in recs:
+                rec.server = None
+                rec.weight = None
+                if rec.running and rec.phase != "destroying":
+                    rec.gen += 1
+                    self._add_server(rec, up=rec.passing)
+            self._apply_weights(self.group)
+            self._save()
 
     def _cli(self, command: str, *, timeout: float = 5.0) -> str:
         return HAProxyRuntime(str(self._socket_path)).cli(command, timeout=timeout)
@@ -952,7 +1128,9 @@ class LocalProvider:
                 out.append(row)
         return out
 
-    def _add_server(self, rec: _Rec) -> None:
+    def _add_server(self, rec: _Rec, *, up: bool = False) -> None:
+        """Put ``rec``'s process behind HAProxy: held down until its first passing check,
+        or (``up``: it was serving before HAProxy restarted) serving at once."""
         name = rec.server_name()
         if not _SERVER_NAME.match(name):
             raise ProviderContractError(f"cannot name an HAProxy server {name!r}")
@@ -977,7 +1155,7 @@ class LocalProvider:
         self._server_cmd(f"enable health {BACKEND}/{name}")
         # out of maintenance into drain, held down until its first passing check
         self._server_cmd(f"set server {BACKEND}/{name} state drain")
-        self._server_cmd(f"set server {BACKEND}/{name} health down")
+        self._server_cmd(f"set server {BACKEND}/{name} health {'up' if up else 'down'}")
         if not rec.cordoned:
             self._server_cmd(f"set server {BACKEND}/{name} state ready")
 
@@ -1012,7 +1190,7 @@ class LocalProvider:
         """HAProxy weights so that the canaries (``zdd.weight`` label) share their percent."""
         recs = [r for r in self._recs.values() if r.group == group and r.phase != "destroying"]
         serving = [r for r in recs if not r.cordoned and r.running]
-        canaries = [r for r in serving if r.labels.get("zdd.weight", "").isdigit()]
+        canaries = [r for r in serving if _digits(r.labels.get("zdd.weight", ""))]
         others = [r for r in serving if r not in canaries]
         if not canaries or not others:
             return {r.id: DEFAULT_WEIGHT for r in recs}
@@ -1022,7 +1200,7 @@ class LocalProvider:
         scale = MAX_WEIGHT / max(a, b)
         wc = max(1, round(a * scale)) if a > 0 else 0
         wo = max(1, round(b * scale)) if b > 0 else 0
-        return {r.id: wc if r.labels.get("zdd.weight", "").isdigit() else wo for r in recs}
+        return {r.id: wc if _digits(r.labels.get("zdd.weight", "")) else wo for r in recs}
 
     def _apply_weights(self, group: str) -> None:
         if group != self.group:
@@ -1059,7 +1237,9 @@ class LocalProvider:
                     "port": self.port,
                     "socket": self._socket_path,
                 },
+                "group": self.group,
                 "next_id": self._next_id,
+                "releases": self._specs,
                 "record": dict(self._record),
                 "machines": {mid: r.to_json() for mid, r in self._recs.items()},
                 "pending_deletes": sorted(self._pending_deletes),
@@ -1078,9 +1258,13 @@ class LocalProvider:
             self.fleet = str(doc["fleet"])
             self._next_id = int(doc["next_id"])
             self._record = {str(k): str(v) for k, v in dict(doc["record"]).items()}
+            marker = f"{FLEET_ENV}={self.fleet}"
             for mid, m in dict(doc["machines"]).items():
-                rec = _Rec.from_json(str(mid), m)
+                if not _MACHINE_ID.match(str(mid)):
+                    raise ValueError(f"machine id {str(mid)[:40]!r}")
+                rec = _Rec.from_json(str(mid), m, marker)
                 self._recs[rec.id] = rec
+            self._specs = _specs(doc.get("releases"))
             self._pending_deletes = set(doc.get("pending_deletes") or [])
             hx = dict(doc["haproxy"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -1090,7 +1274,16 @@ class LocalProvider:
             ) from None
         self.bind = str(hx.get("bind") or self.bind)
         pid = hx.get("pid")
-        haproxy = _Proc(pid=pid, start=hx.get("start")) if isinstance(pid, int) else None
+        start = hx.get("start")
+        haproxy = (
+            _Proc(
+                pid=pid,
+                start=start if isinstance(start, str) else None,
+                marker=f"{HAPROXY_ENV}={self.fleet}",
+            )
+            if isinstance(pid, int) and not isinstance(pid, bool)
+            else None
+        )
         answering = False
         if haproxy is not None and haproxy.alive():
             with contextlib.suppress(ActionFailed):
@@ -1118,7 +1311,7 @@ class LocalProvider:
                 if rec.server is not None:
                     rec.gen += 1  # a fresh name: the old one may linger in a dead HAProxy
                 rec.server = None
-                self._add_server(rec)
+                self._add_server(rec, up=rec.passing)
             elif rec.server in rows and rec.stop_requested and not rec.running:
                 assert rec.server is not None
                 self._drop_server(rec.server)
@@ -1134,7 +1327,7 @@ class LocalProvider:
     @contextlib.contextmanager
     def _lock_file(self) -> Iterator[Path]:
         guard = self.state_dir / _LOCK_GUARD
-        with open(guard, "a+b") as g:
+        with os.fdopen(open_private(guard, os.O_RDWR | os.O_CREAT), "r+b") as g:
             fcntl.flock(g.fileno(), fcntl.LOCK_EX)
             try:
                 yield self.state_dir / _LOCK
@@ -1172,16 +1365,46 @@ def _iso(t: float) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ``{}`` when missing, damaged or a planted link."""
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
+        doc = json.loads(read_private(path))
+    except (OSError, ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_private(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 6
+
+
+def _specs(doc: object) -> dict[str, dict[str, Any]]:
+    """The per-version specs of a state file, checked (a damaged one is a ValueError)."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError("releases")
+    out: dict[str, dict[str, Any]] = {}
+    for version, spec in doc.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"releases.{str(version)[:40]}")
+        clean: dict[str, Any] = {}
+        commands = spec.get("commands") or {}
+        if not isinstance(commands, dict):
+            raise ValueError(f"releases.{str(version)[:40]}.commands")
+        clean["commands"] = {str(g): list(_command(c)) for g, c in commands.items()}
+        if isinstance(spec.get("workdir"), str):
+            clean["workdir"] = spec["workdir"]
+        env = spec.get("env") or {}
+        if isinstance(env, dict):
+            clean["env"] = {str(k): str(v) for k, v in env.items()}
+        if isinstance(spec.get("kill_signal"), str) and isinstance(
+            spec.get("kill_timeout"), int | float
+        ):
+            clean["kill_signal"] = spec["kill_signal"]
+            clean["kill_timeout"] = float(spec["kill_timeout"])
+        out[str(version)] = clean
+    return out
