@@ -37,6 +37,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 _LANES = {
     "test_demo.py": "haproxy",
     "test_local_provider.py": "haproxy",
+    "test_local_deploy.py": "haproxy",
     "test_execute_properties.py": "slow",
     "test_plan_properties.py": "slow",
     "test_fly_deploy.py": "slow",

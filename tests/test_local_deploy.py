@@ -69,10 +69,12 @@ def app(tmp_path: Path) -> Iterator[Path]:
         LocalProvider([sys.executable, "-m", "zdd.demo.app"], state_dir=state).close()
 
 
+_DEPLOY = (sys.executable, "-m", "zdd", "deploy", "--provider", "local", "--config", "fly.toml")
+
+
 def zdd(app: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "zdd", "deploy", "--provider", "local", "--config", "fly.toml"]
-        + list(args),
+        [*_DEPLOY, *args],
         cwd=app,
         capture_output=True,
         text=True,
@@ -152,7 +154,7 @@ def test_a_deployer_killed_mid_deployment_is_resumed_by_the_next(app: Path) -> N
     assert zdd(app).returncode == 0
     port = port_of(app)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zdd", "deploy", "--provider", "local", "--config", "fly.toml"],
+        _DEPLOY,
         cwd=app,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
