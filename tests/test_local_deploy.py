@@ -66,7 +66,7 @@ def app(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
     state = tmp_path / ".zdd" / "local"
     if (state / "state.json").exists() and not (state / "state.json").is_symlink():
-        LocalProvider([sys.executable, "-m", "zdd.demo.app"], state_dir=state).close()
+        LocalProvider.shutdown(state)
 
 
 _DEPLOY = (sys.executable, "-m", "zdd", "deploy", "--provider", "local", "--config", "fly.toml")
@@ -148,6 +148,15 @@ def test_the_fleet_outlives_the_deployer_and_the_next_deploy_adopts_it(app: Path
     assert get(port) == (200, "version v2\n")
     # env values are secrets: never in what zdd prints
     assert "s3cr3t-greeting" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+    # and the fleet stops only when told to
+    hx = state(app)["haproxy"]
+    assert isinstance(hx, dict)
+    assert LocalProvider.shutdown(app / ".zdd" / "local") == 2
+    assert not any(alive(pid) for pid in [*v2.values(), int(hx["pid"])])
+    assert not (app / ".zdd" / "local" / "state.json").exists()
+    with pytest.raises(OSError):
+        get(port)
 
 
 def test_a_deployer_killed_mid_deployment_is_resumed_by_the_next(app: Path) -> None:

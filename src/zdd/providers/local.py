@@ -391,6 +391,61 @@ class LocalProvider:
     # -- public helpers ----------------------------------------------------------
 
     @staticmethod
+    def shutdown(state_dir: str | os.PathLike[str]) -> int:
+        """Stop the fleet in ``state_dir`` for good: every machine (its version's kill
+        signal, SIGKILL after its timeout; only processes proved to be the fleet's)
+        and HAProxy; then remove the state, lock, config and socket (logs stay).
+        Returns how many machine processes were stopped; 0 when there is no fleet."""
+        path = Path(state_dir).absolute()
+        if not (path / _STATE).exists():
+            return 0
+        check_private_dir(path, "state_dir")
+        doc = _read_json(path / _STATE)
+        if not doc or doc.get("format") != _FORMAT:
+            raise InvalidConfig(
+                f"{path / _STATE} is not a zdd local fleet state (damaged, or a link)",
+                field="state_dir",
+            )
+        try:
+            fleet = str(doc["fleet"])
+            specs = _specs(doc.get("releases"))
+            marker = f"{FLEET_ENV}={fleet}"
+            recs = [_Rec.from_json(str(mid), m, marker) for mid, m in dict(doc["machines"]).items()]
+            hx = dict(doc["haproxy"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidConfig(
+                f"{path / _STATE} is damaged ({type(exc).__name__}); remove it to start afresh",
+                field="state_dir",
+            ) from None
+        stopped = 0
+        running = [r for r in recs if r.proc is not None and r.proc.alive()]
+        for rec in running:
+            assert rec.proc is not None
+            spec = specs.get(rec.version, {})
+            sig = signal.SIGTERM
+            timeout = 5.0
+            with contextlib.suppress(InvalidConfig, KeyError, TypeError, ValueError):
+                sig = signal.Signals(_signal(str(spec["kill_signal"])))
+                timeout = float(spec["kill_timeout"])
+            rec.proc.signal_group(sig)
+            rec.proc.wait(timeout)
+            rec.proc.signal_group(signal.SIGKILL)
+            stopped += 1
+        pid, start = hx.get("pid"), hx.get("start")
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            haproxy = _Proc(
+                pid=pid,
+                start=start if isinstance(start, str) else None,
+                marker=f"{HAPROXY_ENV}={fleet}",
+            )
+            haproxy.stop(signal.SIGTERM, 2.0)
+        _sweep(fleet, keep=set())
+        for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG):
+            with contextlib.suppress(OSError):
+                (path / name).unlink()
+        return stopped
+
+    @staticmethod
     def peek(state_dir: str | os.PathLike[str]) -> FleetState | None:
         """The fleet in ``state_dir`` as a later process sees it, changing nothing
         (no HAProxy started, no process signalled): each machine's state from its
@@ -410,9 +465,7 @@ class LocalProvider:
             fleet = str(doc["fleet"])
             record = {str(k): str(v) for k, v in dict(doc["record"]).items()}
             marker = f"{FLEET_ENV}={fleet}"
-            recs = [
-                _Rec.from_json(str(mid), m, marker) for mid, m in dict(doc["machines"]).items()
-            ]
+            recs = [_Rec.from_json(str(mid), m, marker) for mid, m in dict(doc["machines"]).items()]
             socket_path = str(dict(doc["haproxy"]).get("socket") or path / _SOCKET)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidConfig(
