@@ -203,3 +203,24 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     code = main(["demo", "--strategy", "bluegreen", "--max-surge", "1"])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1
+
+
+def test_the_demo_says_when_it_delivered_less_load_than_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "fly.toml"
+    config.write_text(config_text("rolling", "0", "1"))
+    # a million requests a second: no two-core machine sends that many
+    argv = ["demo", "--config", str(config), "--machines", "1", "--settle", "0.5s"]
+    code = main([*argv, "--rps", "1000000"])
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert "of the 1,000,000 asked: this machine could not send more" in out
+    code = main([*argv, "--rps", "1000000", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["requested_rps"] == 1000000
+    assert 0 < report["delivered_rps"] < 900000
+    # and a rate the machine keeps up with gets no such line
+    code = main([*argv, "--rps", "20"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "could not send more" not in out

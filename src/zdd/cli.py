@@ -585,7 +585,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if short:
             print(
                 f"  load                 {report.requests_per_second:.0f} requests a second "
-                f"of the {args.rps:g} asked: this machine could not send more"
+                f"of the {args.rps:,.10g} asked: this machine could not send more"
             )
         if result.error:
             print(f"  why                  {result.error}")
