@@ -326,3 +326,34 @@ def test_bad_local_input_gets_one_line(app: Path) -> None:
     out = zdd(app)
     assert out.returncode == 2 and "--health-path" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_exit_codes_rolled_back_is_1_and_locked_is_3(app: Path) -> None:
+    assert zdd(app).returncode == 0
+    port = port_of(app)
+    text = FLY_TOML.format(python=sys.executable)
+    bad = text.replace('GREETING = "s3cr3t-greeting"', 'ZDD_DEMO_HEALTH = "failing"')
+    bad = bad.replace('drain_delay = "0s"', 'drain_delay = "0s"\nwait_timeout = "4s"')
+    (app / "fly.toml").write_text(bad)
+    out = zdd(app)
+    assert out.returncode == 1, out.stderr
+    assert "rolled back" in out.stdout
+    assert out.stderr.strip().splitlines()[-1].startswith("zdd: error: rolled back")
+    assert get(port) == (200, "version v1\n")  # v1 serves on
+
+    # another live deployer of this host holds the fleet: refused, named, exit 3
+    me = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    lock = {
+        "owner": "deploy-by-alice",
+        "since": "2026-12-02T00:00:00Z",
+        "expires": time.time() + 600,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+        "pid_start": me,
+    }
+    (app / ".zdd" / "local" / "lock.json").write_text(json.dumps(lock))
+    (app / "fly.toml").write_text(text)
+    out = zdd(app)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "deploy-by-alice" in out.stderr
+    (app / ".zdd" / "local" / "lock.json").unlink()
