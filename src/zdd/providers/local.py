@@ -54,6 +54,23 @@ executor crash, ``LocalProvider(command, state_dir=same_dir)`` and the same
 expired lock is taken over, and so is one whose holder was a process of this
 host that no longer exists (an executor killed with SIGKILL).
 
+**Identity and the state directory.** An adopted process is signalled only once
+it is proved to be the one started: the recorded pid runs with the recorded start
+time, leads its own process group, and has this fleet's ``ZDD_LOCAL_FLEET`` token
+in its environment (HAProxy: ``ZDD_LOCAL_HAPROXY``). ``state_dir`` must be a real
+directory of this user that others cannot write to; every file in it is opened
+with ``O_NOFOLLOW`` (state files are replaced by rename), so a planted link is
+never written through. Files are mode 0600 (``state.json`` holds ``[env]``).
+
+**HAProxy dies.** Every observation and action first checks that HAProxy runs;
+a dead one is replaced on the same address and the machines whose last check
+passed are marked up at once, so they serve without waiting for a first check.
+
+**Outliving the deployer.** :meth:`LocalProvider.detach` leaves the fleet serving
+(``zdd deploy --provider local`` does so after every deploy);
+:meth:`LocalProvider.peek` reads it from another process without changing it;
+:meth:`LocalProvider.shutdown` stops it for good.
+
 **Cleanup.** :meth:`LocalProvider.close` (also on leaving a ``with`` block,
 and at interpreter exit) sends every machine its kill signal, waits
 ``kill_timeout``, SIGKILLs what is left of each process group, stops HAProxy and
