@@ -357,3 +357,74 @@ def test_exit_codes_rolled_back_is_1_and_locked_is_3(app: Path) -> None:
     assert out.returncode == 3, out.stdout + out.stderr
     assert "deploy-by-alice" in out.stderr
     (app / ".zdd" / "local" / "lock.json").unlink()
+
+
+def _deploying(app: Path, *args: str) -> subprocess.Popen[str]:
+    """A second deploy, stopped on the way (a slow drain) so a test can act meanwhile."""
+    text = FLY_TOML.format(python=sys.executable).replace(
+        'drain_delay = "0s"', 'drain_delay = "3s"'
+    )
+    (app / "fly.toml").write_text(text)
+    proc = subprocess.Popen(
+        [*_DEPLOY, *args],
+        cwd=app,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "start  stop" in line or "start  cordon" in line:
+            break
+    return proc
+
+
+def test_sigterm_to_a_deploy_rolls_back_and_leaves_the_fleet_serving(app: Path) -> None:
+    assert zdd(app).returncode == 0
+    port = port_of(app)
+    proc = _deploying(app)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "rolled back" in out
+    record = state(app)["record"]
+    assert isinstance(record, dict) and record["phase"] == "rolled_back"
+    machines = state(app)["machines"]
+    assert isinstance(machines, dict)
+    assert sorted(m["version"] for m in machines.values()) == ["v1", "v1"]
+    assert get(port) == (200, "version v1\n")  # detached, still serving
+
+
+def test_haproxy_killed_during_a_deploy_is_restarted_and_the_deploy_converges(
+    app: Path,
+) -> None:
+    assert zdd(app).returncode == 0
+    port = port_of(app)
+    hx = state(app)["haproxy"]
+    assert isinstance(hx, dict)
+    proc = _deploying(app)
+    os.kill(int(hx["pid"]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    new = state(app)["haproxy"]
+    assert isinstance(new, dict) and new["pid"] != hx["pid"] and new["port"] == port
+    assert get(port) == (200, "version v2\n")
+
+
+def test_the_frontend_address_is_configurable(app: Path) -> None:
+    out = zdd(app, "--bind", "127.0.0.2")
+    assert out.returncode == 0, out.stderr
+    assert "serving at http://127.0.0.2:" in out.stdout
+    hx = state(app)["haproxy"]
+    assert isinstance(hx, dict) and hx["bind"] == "127.0.0.2"
+    conn = http.client.HTTPConnection("127.0.0.2", int(hx["port"]), timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().status == 200
+    conn.close()
+    bad = zdd(app, "--bind", "localhost:80")
+    assert bad.returncode == 2 and "bind" in bad.stderr
+    # the fleet serves where it serves: moving it is refused, not ignored
+    moved = zdd(app, "--bind", "127.0.0.1")
+    assert moved.returncode == 2 and moved.stderr.startswith("zdd: error: --bind"), moved.stderr
+    assert zdd(app, "--bind", "127.0.0.2").returncode == 0

@@ -247,6 +247,17 @@ def deploy_local(args: argparse.Namespace) -> int:
         port_env=args.port_env,
     )
     try:
+        for flag, given, actual in (
+            ("--bind", args.bind, provider.bind),
+            ("--port", port or None, provider.port),
+        ):
+            if given is not None and str(given) != str(actual):
+                raise InvalidConfig(
+                    f"the fleet in {provider.state_dir} serves on {provider.bind}:"
+                    f"{provider.port}; to move it, stop it first "
+                    "(LocalProvider.shutdown) or use another --state-dir",
+                    field=flag,
+                )
         state = provider.observe()
         version = _version(state, args.target_version)
         desired = _desired(config, state, version, first, group)
