@@ -34,6 +34,7 @@ PURE = [
     "_executor.py",
     "_hooks.py",
     "providers/_fly_config.py",
+    "_analysis.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
 ]
 ALLOWED_STDLIB = {
@@ -62,6 +63,7 @@ PURE_INTERNAL = {
     "_strategies",
     "_executor",
     "_hooks",
+    "_analysis",
 }
 FORBIDDEN_NAMES = {"open", "print", "input", "exec", "eval", "__import__", "breakpoint"}
 
