@@ -179,6 +179,24 @@ def test_failing_health_is_503_and_the_app_still_serves(apps: Start) -> None:
     _stop(proc, sig=signal.SIGINT)
 
 
+def test_a_healthy_but_bad_release_fails_its_share_and_counts_it(apps: Start) -> None:
+    proc, port = apps("v3", ZDD_DEMO_ERROR_RATE="10%")
+    statuses = Counter(_get(port, "/")[0] for _ in range(100))
+    assert statuses == Counter({200: 90, 500: 10})  # spread evenly, not drawn
+    assert _get(port, "/health")[0] == 200  # its check passes all along
+    status, headers, body = _get(port, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    lines = body.decode().splitlines()
+    assert 'zdd_demo_http_requests_total{version="v3",status="200"} 90' in lines
+    assert 'zdd_demo_http_requests_total{version="v3",status="500"} 10' in lines
+    _stop(proc)
+    proc, port = apps("v1")
+    assert _get(port, "/metrics")[2].decode().splitlines()[-1] == (
+        'zdd_demo_http_requests_total{version="v1",status="200"} 0'
+    )
+    _stop(proc)
+
+
 def test_flags_override_the_environment(apps: Start) -> None:
     proc, port = apps("v9", args=("--port", "0", "--version", "v9"), PORT="x", ZDD_VERSION="v1")
     assert _get(port, "/")[2] == b"version v9\n"
@@ -307,6 +325,11 @@ def test_bad_environment_is_a_usage_error(apps: Start) -> None:
     assert proc.wait(10) == 2
     assert proc.stderr is not None
     assert "ZDD_DEMO_BOOT_DELAY" in proc.stderr.read()
+    for bad in ("lots", "150%", "-0.1", "nan"):
+        proc, _ = apps("v1", wait=False, ZDD_DEMO_ERROR_RATE=bad)
+        assert proc.wait(10) == 2
+        assert proc.stderr is not None
+        assert "ZDD_DEMO_ERROR_RATE" in proc.stderr.read()
 
 
 # -- the load generator ------------------------------------------------------------

@@ -13,6 +13,10 @@ from the environment (the flags ``--port`` and ``--version`` override it):
     Seconds to sleep before binding the port: a slow boot (default 0).
 ``ZDD_DEMO_SHUTDOWN_DELAY``
     Seconds to keep serving open connections after SIGTERM before the drain (default 0).
+``ZDD_DEMO_ERROR_RATE``
+    A share of ``GET /`` requests to answer 500 (``0.05`` or ``5%``; default 0) while
+    ``/health`` passes: a release that is healthy but bad. The failures are spread
+    evenly (every 20th request at 5%), not drawn at random.
 
 Endpoints (``GET``; ``HEAD`` too, except ``/stream``):
 
@@ -24,6 +28,9 @@ Endpoints (``GET``; ``HEAD`` too, except ``/stream``):
     A chunked response that never ends by itself: ``tick <version> <n>\\n`` every 100 ms.
     On graceful shutdown the server writes ``bye\\n`` and the terminating zero-length chunk;
     a client that saw both knows the stream was closed cleanly, not cut.
+``/metrics``
+    Prometheus' text format: ``zdd_demo_http_requests_total{version, status}``, the
+    requests to ``/`` and ``/slow`` this process answered, by status.
 ``/slow?ms=N``
     Like ``/`` after N milliseconds (at most 1000): an in-flight request that shutdown
     must let finish.
@@ -84,16 +91,47 @@ class DemoServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, port: int, *, version: str, health_failing: bool = False) -> None:
+    def __init__(
+        self, port: int, *, version: str, health_failing: bool = False, error_rate: float = 0.0
+    ) -> None:
         super().__init__((HOST, port), _Handler)
         self.version = version
         self.health_failing = health_failing
+        self.error_rate = error_rate
+        self._served = 0
+        self._counts: dict[int, int] = {}
+        self._counts_mu = threading.Lock()
         self.shutting_down = threading.Event()
         self.draining = threading.Event()
         self._connections = 0
         self._changed = threading.Condition()
         # A byte written here, never read, wakes every idle connection at once.
         self.wake_reader, self._wake_writer = socket.socketpair()
+
+    def next_status(self) -> HTTPStatus:
+        """200, or 500 for the ``error_rate`` share of requests (spread evenly)."""
+        with self._counts_mu:
+            before = int(self._served * self.error_rate)
+            self._served += 1
+            fail = int(self._served * self.error_rate) > before
+            status = HTTPStatus.INTERNAL_SERVER_ERROR if fail else HTTPStatus.OK
+            self._counts[status.value] = self._counts.get(status.value, 0) + 1
+        return status
+
+    def metrics(self) -> str:
+        """``/metrics`` in Prometheus' text exposition format."""
+        with self._counts_mu:
+            counts = dict(self._counts)
+        lines = [
+            "# HELP zdd_demo_http_requests_total Requests to / and /slow, by status.",
+            "# TYPE zdd_demo_http_requests_total counter",
+        ]
+        for status in sorted(counts or {200: 0}):
+            lines.append(
+                f'zdd_demo_http_requests_total{{version="{_label(self.version)}",'
+                f'status="{status}"}} {counts.get(status, 0)}'
+            )
+        return "\n".join(lines) + "\n"
 
     @property
     def port(self) -> int:
@@ -194,7 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         version = self.server.version
         if url.path == "/":
-            self._reply(HTTPStatus.OK, f"version {version}\n", head=head)
+            status = self.server.next_status()
+            self._reply(status, f"version {version}\n" if status == 200 else "error\n", head=head)
+        elif url.path == "/metrics":
+            self._reply(HTTPStatus.OK, self.server.metrics(), head=head, metrics=True)
         elif url.path == "/health":
             if self.server.health_failing:
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, "failing\n", head=head)
@@ -211,14 +252,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(HTTPStatus.BAD_REQUEST, "ms must be an integer\n", head=head)
                 return
             time.sleep(min(max(ms, 0), SLOW_MAX_MS) / 1000)
-            self._reply(HTTPStatus.OK, f"version {version}\n", head=head)
+            status = self.server.next_status()
+            self._reply(status, f"version {version}\n" if status == 200 else "error\n", head=head)
         else:
             self._reply(HTTPStatus.NOT_FOUND, "not found\n", head=head)
 
-    def _reply(self, status: HTTPStatus, text: str, *, head: bool) -> None:
+    def _reply(self, status: HTTPStatus, text: str, *, head: bool, metrics: bool = False) -> None:
         body = text.encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        kind = "text/plain; version=0.0.4" if metrics else "text/plain; charset=utf-8"
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Version", self.server.version)
         if self.server.shutting_down.is_set():
@@ -270,6 +313,7 @@ def serve(
     health_failing: bool = False,
     boot_delay: float = 0.0,
     shutdown_delay: float = 0.0,
+    error_rate: float = 0.0,
 ) -> int:
     """Run the app until SIGTERM or SIGINT, then shut down gracefully; the exit status.
 
@@ -281,7 +325,9 @@ def serve(
     if boot_delay > 0 and signal.sigtimedwait(_SIGNALS, boot_delay) is not None:
         return 0
     try:
-        server = DemoServer(port, version=version, health_failing=health_failing)
+        server = DemoServer(
+            port, version=version, health_failing=health_failing, error_rate=error_rate
+        )
     except OSError as e:
         print(f"zdd demo app {version}: cannot listen on {HOST}:{port}: {e}", file=sys.stderr)
         return 1
@@ -343,7 +389,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         health_failing=os.environ.get("ZDD_DEMO_HEALTH", "").strip().lower() == "failing",
         boot_delay=_env_seconds(parser, "ZDD_DEMO_BOOT_DELAY"),
         shutdown_delay=_env_seconds(parser, "ZDD_DEMO_SHUTDOWN_DELAY"),
+        error_rate=_env_share(parser, "ZDD_DEMO_ERROR_RATE"),
     )
+
+
+def _env_share(parser: argparse.ArgumentParser, name: str) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 0.0
+    text = raw[:-1] if raw.endswith("%") else raw
+    try:
+        value = float(text) / (100.0 if raw.endswith("%") else 1.0)
+    except ValueError:
+        parser.error(f"{name} must be a share such as 0.05 or 5%, not {raw!r}")
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        parser.error(f"{name} must be from 0 to 1 (or 0% to 100%), not {raw!r}")
+    return value
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 if __name__ == "__main__":
