@@ -146,6 +146,10 @@ def test_the_fleet_outlives_the_deployer_and_the_next_deploy_adopts_it(app: Path
     assert len(v2) == 2 and not set(v2) & set(v1)
     assert all(not alive(pid) for pid in v1.values())  # the old ones were stopped
     assert get(port) == (200, "version v2\n")
+    # Prometheus' file-based discovery sees the machines, labelled with their versions
+    targets = json.loads((app / ".zdd" / "local" / "prometheus_targets.json").read_text())
+    assert sorted(t["labels"]["machine"] for t in targets) == sorted(v2)
+    assert {t["labels"]["version"] for t in targets} == {"v2"}
     # env values are secrets: never in what zdd prints
     assert "s3cr3t-greeting" not in first.stdout + first.stderr + second.stdout + second.stderr
 

@@ -170,6 +170,9 @@ _SOCKET = "haproxy.sock"
 _CONFIG = "haproxy.cfg"
 _HAPROXY_LOG = "haproxy.log"
 _FORMAT = 1
+#: Prometheus file-based service discovery: every machine process, labelled with its
+#: version, group and machine id (``file_sd_configs``)
+TARGETS = "prometheus_targets.json"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: a machine id (and its log file's name): a plan's name or local-N
 _MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -380,6 +383,7 @@ class LocalProvider:
         self._next_id = 1
         self._reserved: set[int] = set()
         self._pending_deletes: set[str] = set()
+        self._targets: list[dict[str, Any]] | None = None
         self._haproxy: _Proc | None = None
         self.port = port
         self.fleet = uuid.uuid4().hex
@@ -457,7 +461,7 @@ class LocalProvider:
             )
             haproxy.stop(signal.SIGTERM, 2.0)
         _sweep(fleet, keep=set())
-        for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG):
+        for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS):
             with contextlib.suppress(OSError):
                 (path / name).unlink()
         return stopped
@@ -811,7 +815,7 @@ class LocalProvider:
             for p in procs:
                 p.wait(2.0)
             _sweep(self.fleet, keep=set())
-            for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG):
+            for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS):
                 with contextlib.suppress(OSError):
                     (self.state_dir / name).unlink()
             if self._own_dir:
@@ -1315,6 +1319,20 @@ class LocalProvider:
                 "pending_deletes": sorted(self._pending_deletes),
             }
             _write_json(self.state_dir / _STATE, doc)
+            targets = [
+                {
+                    "targets": [f"127.0.0.1:{r.port}"],
+                    "labels": {"version": r.version, "group": r.group, "machine": r.id},
+                }
+                for r in sorted(self._recs.values(), key=lambda r: r.id)
+                if r.port is not None
+                and r.proc is not None
+                and not r.stop_requested
+                and r.phase != "destroying"
+            ]
+            if targets != self._targets:
+                write_private(self.state_dir / TARGETS, json.dumps(targets, indent=1))
+                self._targets = targets
 
     def _adopt(self) -> None:
         doc = _read_json(self.state_dir / _STATE)
