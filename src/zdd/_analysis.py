@@ -36,11 +36,16 @@ from ._durations import format_duration, parse_duration
 from ._errors import InvalidConfig
 
 __all__ = [
+    "MAX_COUNT",
     "Condition",
     "Measurement",
     "MetricGate",
     "NoData",
     "Outcome",
+    "analysis_began_key",
+    "measurement_key",
+    "measurements_in",
+    "next_due",
     "outcome",
     "render_query",
     "verdict",
@@ -395,3 +400,33 @@ def next_due(gate: MetricGate, measurements: Sequence[Measurement], began: float
     if not measurements:
         return began
     return max(m.at for m in measurements) + gate.interval
+
+
+# -- the deployment record ---------------------------------------------------------
+
+
+def analysis_began_key(gate: str) -> str:
+    """When gate ``gate`` began waiting (the executor's clock): ``analysis.<gate>.began``."""
+    return f"analysis.{gate}.began"
+
+
+def measurement_key(gate: str, index: int) -> str:
+    """Measurement ``index`` of gate ``gate``: ``analysis.<gate>.<index>``."""
+    return f"analysis.{gate}.{index}"
+
+
+def measurements_in(record: Mapping[str, str], gate: str) -> list[Measurement]:
+    """The measurements of ``gate`` in ``record``, by index (damaged entries skipped;
+    indexes past :data:`MAX_COUNT` ignored)."""
+    prefix = f"analysis.{gate}."
+    out = []
+    for key, value in record.items():
+        if not key.startswith(prefix):
+            continue
+        tail = key[len(prefix) :]
+        if not (tail.isascii() and tail.isdigit()) or len(tail) > 4 or int(tail) >= MAX_COUNT:
+            continue
+        m = Measurement.decode(int(tail), value)
+        if m is not None:
+            out.append(m)
+    return sorted(out, key=lambda m: m.index)

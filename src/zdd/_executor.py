@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, ParamSpec, TypeAlias
+from typing import Any, Literal, ParamSpec, Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
+from ._analysis import Measurement, analysis_began_key, measurement_key, measurements_in
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
@@ -103,6 +105,47 @@ GateResolver = Callable[[str], GateResult]
 
 
 @attrs.frozen(kw_only=True)
+class GateContext:
+    """What a gate resolver with state (a metric analysis) is told at each visit.
+
+    Attributes:
+        name: the gate.
+        group: the process group it holds.
+        canary: the version being deployed to it; ``stable``: the one it replaces.
+        waited: seconds since the gate began waiting (on the executor's clock, kept
+            in the record: a resumed executor goes on from there).
+        measurements: what was measured so far (from the record).
+    """
+
+    name: str
+    group: str
+    canary: str
+    stable: str
+    waited: float
+    measurements: tuple[Measurement, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class GateAnswer:
+    """A resolver's answer: the result, new measurements (the core records and reports
+    each), when to ask again (seconds from now; ``None``: ``gate_poll``), and why (said
+    when the gate fails or stays inconclusive)."""
+
+    result: GateResult
+    measurements: tuple[Measurement, ...] = ()
+    next_check: float | None = None
+    reason: str = ""
+
+
+@runtime_checkable
+class StatefulGateResolver(Protocol):
+    """A gate resolver that measures (``zdd.analysis.MetricGates``): asked with a
+    :class:`GateContext` and the driver's clock, answers with a :class:`GateAnswer`."""
+
+    def resolve(self, context: GateContext) -> GateAnswer: ...
+
+
+@attrs.frozen(kw_only=True)
 class ExecuteOptions:
     """How an executor runs.
 
@@ -122,7 +165,9 @@ class ExecuteOptions:
     retries: int = 3
     retry_backoff: float = 1.0
     deadline: float | None = None
-    gates: Mapping[str, GateResult] | GateResolver = attrs.field(factory=dict)
+    gates: Mapping[str, GateResult] | GateResolver | StatefulGateResolver = attrs.field(
+        factory=dict
+    )
     gate_timeout: float = 3600.0
     gate_poll: float = 5.0
     max_rounds: int = 3
@@ -134,6 +179,8 @@ class ExecuteOptions:
             raise InvalidConfig("must be >= 0", field="retries")
 
     def gate(self, name: str) -> GateResult:
+        if isinstance(self.gates, StatefulGateResolver):
+            raise TypeError("a stateful gate resolver is asked with resolve()")
         if callable(self.gates):
             return self.gates(name)
         return self.gates.get(name, "pending")
@@ -1156,21 +1203,61 @@ class ExecutorCore:
         if RecordView(self._record).approved(gate.name):
             run.waits.remove(gate)
             return
-        result = self.options.gate(gate.name)
+        poll = self.options.gate_poll
+        reason = ""
+        if isinstance(self.options.gates, StatefulGateResolver):
+            answer = self._ask_resolver(gate)
+            result = answer.result
+            reason = f": {answer.reason}" if answer.reason else ""
+            if answer.next_check is not None:
+                poll = max(0.0, answer.next_check)
+        else:
+            result = self.options.gate(gate.name)
         self._emit(self.reporter.gate, self._elapsed, gate.name, result)
         if result == "pass":
             run.waits.remove(gate)
             self._record[gate_key(gate.name)] = APPROVED
             self._enqueue_side(Label(group="*", values={gate_key(gate.name): APPROVED}))
         elif result == "fail":
-            self._fail(f"gate {gate.name!r} failed")
+            self._fail(f"gate {gate.name!r} failed{reason}")
         elif self._now - run.waits_started >= self.options.gate_timeout:
             self._fail(
-                f"gate {gate.name!r} still {result} after {self.options.gate_timeout:g}s",
+                f"gate {gate.name!r} still {result} after {self.options.gate_timeout:g}s{reason}",
                 DeployTimeout,
             )
         else:
-            self._set_wake(self._now + self.options.gate_poll)
+            self._set_wake(self._now + (poll if result == "pending" else self.options.gate_poll))
+
+    def _ask_resolver(self, gate: Gate) -> GateAnswer:
+        """Ask a stateful resolver; record and report its new measurements."""
+        resolver = self.options.gates
+        assert isinstance(resolver, StatefulGateResolver)
+        began_key = analysis_began_key(gate.name)
+        began = _float(self._record.get(began_key))
+        if began is None:
+            began = self._now
+            self._record[began_key] = repr(began)
+            self._enqueue_side(Label(group="*", values={began_key: repr(began)}))
+        record = RecordView(self._record)
+        spec = next((g for g in self.desired.groups if g.name == gate.group), None)
+        context = GateContext(
+            name=gate.name,
+            group=gate.group,
+            canary=spec.release.version if spec is not None else "",
+            stable=record.from_version(gate.group) or "",
+            waited=max(0.0, self._now - began),
+            measurements=tuple(measurements_in(self._record, gate.name)),
+        )
+        answer = resolver.resolve(context)
+        values = {}
+        for m in answer.measurements:
+            key = measurement_key(gate.name, m.index)
+            values[key] = m.encode()
+            self._emit(self.reporter.measurement, self._elapsed, gate.name, m)
+        if values:
+            self._record.update(values)
+            self._enqueue_side(Label(group="*", values=values))
+        return answer
 
     def _enqueue_side(self, action: Action) -> None:
         """An action nobody waits for (record keeping)."""
@@ -1401,3 +1488,14 @@ def _typed(kind: type[ZddError], message: str) -> ZddError:
 
 def _work(phase: Scheduled) -> bool:
     return any(t.elements for t in phase.tasks)
+
+
+def _float(text: str | None) -> float | None:
+    """A finite number from a record value; ``None`` when absent or damaged."""
+    if text is None or len(text) > 40:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

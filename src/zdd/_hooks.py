@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ._plan import Action
 
 if TYPE_CHECKING:
+    from ._analysis import Measurement
     from ._executor import DeployResult
 
 __all__ = ["Reporter"]
@@ -36,6 +37,9 @@ class Reporter:
 
     def gate(self, elapsed: float, name: str, result: str) -> None:
         """A gate was evaluated: ``pass``, ``fail``, ``inconclusive`` or ``pending``."""
+
+    def measurement(self, elapsed: float, gate: str, measurement: Measurement) -> None:
+        """A metric gate took a measurement (also recorded in the deployment record)."""
 
     def rollback_started(self, elapsed: float, reason: str) -> None:
         """The deployment failed and the executor is rolling back."""

@@ -23,6 +23,7 @@ from ._analysis import (
     verdict,
 )
 from ._errors import ZddError
+from ._executor import GateAnswer, GateContext, GateResolver, GateResult
 from ._prometheus import MetricQueryError, MetricsUnavailable, PrometheusClient
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Measurement",
     "MetricAnalysis",
     "MetricGate",
+    "MetricGates",
     "MetricQueryError",
     "MetricsUnavailable",
     "PrometheusClient",
@@ -145,3 +147,88 @@ def run_analysis(
         taken.append(m)
         if on_measurement is not None:
             on_measurement(m)
+
+
+class MetricGates:
+    """The executor's resolver for metric gates (``ExecuteOptions(gates=...)``).
+
+    Each visit of a waiting gate takes at most the one measurement that is due
+    (``interval`` after the last, on the executor's clock), which the executor
+    records and reports; a resumed executor passes the recorded ones back, so the
+    analysis continues instead of restarting. Gates that are not metric gates are
+    answered by ``manual`` (answers given up front, or a callable), else pending.
+
+    An ``inconclusive`` verdict pauses the deployment for an operator (``zdd gate
+    NAME pass|fail``) until ``gate_timeout``; a refused query fails the gate with
+    the server's reason.
+    """
+
+    def __init__(
+        self,
+        analysis: MetricAnalysis,
+        manual: Mapping[str, GateResult] | GateResolver | None = None,
+    ) -> None:
+        self.analysis = analysis
+        self.manual = manual
+
+    def __repr__(self) -> str:
+        return f"MetricGates({self.analysis!r})"
+
+    def resolve(self, context: GateContext) -> GateAnswer:
+        gate = self.analysis.gates.get(context.name)
+        if gate is None:
+            if callable(self.manual):
+                return GateAnswer(result=self.manual(context.name))
+            return GateAnswer(result=(self.manual or {}).get(context.name, "pending"))
+        taken = list(context.measurements)
+        result = verdict(gate, taken)
+        if result != "pending":
+            return GateAnswer(result=_result(result), reason=_why(gate, taken, result))
+        due = next_due(gate, taken, 0.0)
+        if context.waited + 1e-6 < due:
+            return GateAnswer(result="pending", next_check=due - context.waited)
+        try:
+            m = self.analysis.measure(
+                context.name,
+                canary=context.canary,
+                stable=context.stable,
+                group=context.group,
+                index=max((x.index for x in taken), default=-1) + 1,
+                at=context.waited,
+            )
+        except GateQueryFailed as exc:
+            return GateAnswer(result="fail", reason=str(exc))
+        taken.append(m)
+        result = verdict(gate, taken)
+        return GateAnswer(
+            result=_result(result),
+            measurements=(m,),
+            next_check=gate.interval,
+            reason=_why(gate, taken, result),
+        )
+
+
+def _result(text: str) -> GateResult:
+    if text == "pass":
+        return "pass"
+    if text == "fail":
+        return "fail"
+    if text == "inconclusive":
+        return "inconclusive"
+    return "pending"
+
+
+def _why(gate: MetricGate, taken: list[Measurement], result: str) -> str:
+    failed = sum(1 for m in taken if m.outcome == "fail")
+    inconclusive = sum(1 for m in taken if m.outcome == "inconclusive")
+    if result == "fail":
+        return (
+            f"{failed} of {len(taken)} measurements failed {gate.condition.text} "
+            f"(failure limit {gate.failure_limit})"
+        )
+    if result == "inconclusive":
+        return (
+            f"{inconclusive} of {len(taken)} measurements inconclusive (limit "
+            f"{gate.inconclusive_limit}); answer it: zdd gate {gate.name} pass|fail"
+        )
+    return ""

@@ -17,6 +17,7 @@ from ._hooks import Reporter
 from ._plan import Action, redact_command
 
 if TYPE_CHECKING:
+    from ._analysis import Measurement
     from ._executor import DeployResult
 
 __all__ = ["JsonLinesReporter", "Reporter", "TextReporter", "use_color"]
@@ -79,14 +80,18 @@ class TextReporter(Reporter):
     def gate(self, elapsed: float, name: str, result: str) -> None:
         self._line(elapsed, f"  gate   {name}: {result}")
 
+    def measurement(self, elapsed: float, gate: str, measurement: Measurement) -> None:
+        text = measurement.describe()
+        if measurement.outcome == "fail":
+            text = text.replace("-> fail", "-> " + self._paint("fail", _RED))
+        self._line(elapsed, f"  gate   {gate}: {text}")
+
     def rollback_started(self, elapsed: float, reason: str) -> None:
         self._line(elapsed, self._paint("ROLLING BACK", _BOLD + _YELLOW) + f": {reason}")
 
     def finished(self, elapsed: float, result: DeployResult) -> None:
         outcome = self._paint(result.outcome, _GREEN if result.converged else _RED)
-        self._line(
-            elapsed, f"finished: {outcome}" + (f" ({result.error})" if result.error else "")
-        )
+        self._line(elapsed, f"finished: {outcome}" + (f" ({result.error})" if result.error else ""))
 
 
 class JsonLinesReporter(Reporter):
@@ -116,6 +121,19 @@ class JsonLinesReporter(Reporter):
 
     def gate(self, elapsed: float, name: str, result: str) -> None:
         self._emit(elapsed, "gate", name=name, result=result)
+
+    def measurement(self, elapsed: float, gate: str, measurement: Measurement) -> None:
+        self._emit(
+            elapsed,
+            "measurement",
+            gate=gate,
+            index=measurement.index,
+            at=round(measurement.at, 3),
+            outcome=measurement.outcome,
+            value=measurement.value,
+            stable=measurement.stable,
+            note=measurement.note,
+        )
 
     def rollback_started(self, elapsed: float, reason: str) -> None:
         self._emit(elapsed, "rollback_started", reason=redact_command(reason))
