@@ -14,7 +14,13 @@ import pytest
 
 import zdd
 from zdd._analysis import Condition, MetricGate, measurement_key, measurements_in
-from zdd.analysis import MetricAnalysis, MetricGates, PrometheusClient
+from zdd.analysis import (
+    Measurement,
+    MetricAnalysis,
+    MetricGates,
+    MetricQueryError,
+    PrometheusClient,
+)
 from zdd.reporters import JsonLinesReporter, Reporter, TextReporter
 
 
@@ -108,7 +114,7 @@ def test_each_measurement_is_reported_recorded_and_spaced_by_the_interval() -> N
             self.a = TextReporter(text, color=False)
             self.b = JsonLinesReporter(lines)
 
-        def measurement(self, elapsed: float, gate: str, m: zdd.analysis.Measurement) -> None:
+        def measurement(self, elapsed: float, gate: str, m: Measurement) -> None:
             self.a.measurement(elapsed, gate, m)
             self.b.measurement(elapsed, gate, m)
 
@@ -126,7 +132,7 @@ def test_each_measurement_is_reported_recorded_and_spaced_by_the_interval() -> N
 
 def test_a_resumed_executor_continues_the_analysis() -> None:
     """Two measurements are in the record already: the resumed executor takes one."""
-    resolver, table = gates({"v2": 0.001})
+    resolver, _ = gates({"v2": 0.001})
     first = run(resolver)
     assert first.converged
     # the record of a deployment stopped after two of three measurements
@@ -153,9 +159,7 @@ def test_a_resumed_executor_continues_the_analysis() -> None:
 def test_a_refused_query_fails_the_gate_with_the_reason() -> None:
     class Refusing(Table):
         def query(self, promql: str, at: float | None = None) -> float | None:
-            raise zdd.analysis.MetricQueryError(
-                "the metrics server refused the query (bad_data: x)"
-            )
+            raise MetricQueryError("the metrics server refused the query (bad_data: x)")
 
     table = Refusing({})
     g = MetricGate(
