@@ -4,9 +4,10 @@
 ``thorough``: 5000 examples a property, for a long run before a release.
 Pick one with the environment variable ``HYPOTHESIS_PROFILE``.
 
-Lanes (markers): ``haproxy`` (real HAProxy and processes), ``slow`` (the executor
-and planner properties, the Fly end-to-end runs). ``pytest -m "not slow and not
-haproxy"`` is the fast lane (well under a minute); plain ``pytest`` runs everything.
+Lanes (markers): ``haproxy`` (real HAProxy and processes), ``prometheus`` (a real
+Prometheus server), ``slow`` (the executor and planner properties, the Fly end-to-end
+runs). ``pytest -m "not slow and not haproxy and not prometheus"`` is the fast lane
+(about a minute); plain ``pytest`` runs everything.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _LANES = {
     "test_demo.py": "haproxy",
     "test_local_provider.py": "haproxy",
     "test_local_deploy.py": "haproxy",
+    "test_demo_analysis.py": "haproxy",
+    "test_analysis_prometheus.py": "prometheus",
     "test_execute_properties.py": "slow",
     "test_plan_properties.py": "slow",
     "test_fly_deploy.py": "slow",

@@ -169,6 +169,8 @@ class MetricGate:
         stable_query: the query for the stable release, for a relative condition
             (default: ``query`` itself, rendered with the stable version as ``canary``).
         timeout: seconds one query may take.
+        initial_delay: seconds to wait before the first measurement (new series
+            need a few scrapes, and a ``rate()`` window, before they have data).
     """
 
     name: str
@@ -183,6 +185,7 @@ class MetricGate:
     no_data: NoData = "inconclusive"
     stable_query: str | None = None
     timeout: float = 10.0
+    initial_delay: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         where = f"analysis.{self.name}"
@@ -220,6 +223,8 @@ class MetricGate:
             raise InvalidConfig("must be from 0.1s to 24h", field=f"{where}.interval")
         if not (isinstance(self.timeout, int | float) and 0.1 <= self.timeout <= 300):
             raise InvalidConfig("must be from 0.1s to 5m", field=f"{where}.timeout")
+        if not (isinstance(self.initial_delay, int | float) and 0 <= self.initial_delay <= 86_400):
+            raise InvalidConfig("must be from 0s to 24h", field=f"{where}.initial_delay")
         _limit(self.count, f"{where}.count", 1, MAX_COUNT)
         _limit(self.failure_limit, f"{where}.failure_limit", 0, MAX_COUNT)
         _limit(self.inconclusive_limit, f"{where}.inconclusive_limit", 0, MAX_COUNT)
@@ -251,6 +256,7 @@ class MetricGate:
             "inconclusive_limit",
             "no_data",
             "timeout",
+            "initial_delay",
         }
         for key in table:
             if key not in known:
@@ -280,6 +286,7 @@ class MetricGate:
                 token_env=table.get("token_env"),
                 interval=duration("interval", 60.0),
                 timeout=duration("timeout", 10.0),
+                initial_delay=duration("initial_delay", 0.0),
                 count=table.get("count", 5),
                 failure_limit=table.get("failure_limit", 0),
                 inconclusive_limit=table.get("inconclusive_limit", 0),
@@ -398,7 +405,7 @@ def verdict(gate: MetricGate, measurements: Sequence[Measurement]) -> str:
 def next_due(gate: MetricGate, measurements: Sequence[Measurement], began: float) -> float:
     """When the next measurement is due (on the clock ``began`` is on)."""
     if not measurements:
-        return began
+        return began + gate.initial_delay
     return max(m.at for m in measurements) + gate.interval
 
 
