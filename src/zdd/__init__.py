@@ -30,6 +30,7 @@ from ._errors import (
     ZddError,
 )
 from ._execute import DeployResult, ExecuteOptions, ExecutorCore, execute
+from ._executor import GateAnswer, GateContext, StatefulGateResolver
 from ._fleetjson import fleet_from_json, fleet_to_json, load_fleet
 from ._model import (
     DeploymentRecord,
@@ -91,6 +92,8 @@ __all__ = [
     "FleetState",
     "FrozenMap",
     "Gate",
+    "GateAnswer",
+    "GateContext",
     "GroupSpec",
     "Health",
     "HealthCheck",
@@ -110,6 +113,7 @@ __all__ = [
     "RunCommand",
     "SimulationReport",
     "Start",
+    "StatefulGateResolver",
     "Step",
     "Stop",
     "Strategy",
