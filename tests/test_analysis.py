@@ -187,3 +187,29 @@ def test_from_table_reads_fly_toml_and_names_bad_fields() -> None:
         with pytest.raises(InvalidConfig) as info:
             MetricGate.from_table("g", table)
         assert info.value.field == field, (field, str(info.value))
+
+
+def test_gates_from_a_fly_toml() -> None:
+    import tomllib
+
+    from zdd._analysis import gates_from_table
+
+    doc = tomllib.loads(
+        """
+[deploy.analysis.canary-ok]
+query = 'sum(x{version="{{canary}}"})'
+condition = "<= 1%"
+url = "https://api.fly.io/prometheus/personal"
+token_env = "FLY_METRICS_TOKEN"
+interval = "1m"
+"""
+    )
+    gates = gates_from_table(doc["deploy"]["analysis"])
+    assert list(gates) == ["canary-ok"] and gates["canary-ok"].interval == 60.0
+    assert gates_from_table(None) == {}
+    with pytest.raises(InvalidConfig) as info:
+        gates_from_table({"bad name!": {}})
+    assert info.value.field == "deploy.analysis"
+    with pytest.raises(InvalidConfig) as info:
+        gates_from_table([1])
+    assert info.value.field == "deploy.analysis"

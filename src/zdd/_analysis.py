@@ -43,6 +43,7 @@ __all__ = [
     "NoData",
     "Outcome",
     "analysis_began_key",
+    "gates_from_table",
     "measurement_key",
     "measurements_in",
     "next_due",
@@ -437,3 +438,21 @@ def measurements_in(record: Mapping[str, str], gate: str) -> list[Measurement]:
         if m is not None:
             out.append(m)
     return sorted(out, key=lambda m: m.index)
+
+
+def gates_from_table(table: object, where: str = "deploy.analysis") -> dict[str, MetricGate]:
+    """The metric gates of fly.toml's ``[deploy.analysis.<name>]`` tables."""
+    if table is None:
+        return {}
+    if not isinstance(table, Mapping):
+        raise InvalidConfig("must be a table of gates: [deploy.analysis.<name>]", field=where)
+    if len(table) > 100:
+        raise InvalidConfig("at most 100 metric gates", field=where)
+    gates = {}
+    for name, body in table.items():
+        if not isinstance(name, str) or not _GATE_NAME.match(name):
+            raise InvalidConfig(
+                "gate names are letters, digits, '.', '_', '-' (at most 63)", field=where
+            )
+        gates[name] = MetricGate.from_table(name, body)
+    return gates
