@@ -108,6 +108,13 @@ def test_fleet_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (["plan", "--machines", "2", "--bogus"], "unrecognized"),
         (["deploy"], "--provider"),
         (["launch"], "invalid choice"),
+        (["plan", "--machines", "\u0663"], "ASCII digits"),
+        (["plan", "--machines", "10001"], "at most 10000"),
+        (["plan", "--machines", "3", "--max-surge", "1e6"], "at most 10000"),
+        (["simulate", "--machines", "3", "--capacity", "0"], "above 0"),
+        (["simulate", "--machines", "3", "--rps", "nan"], "--rps"),
+        (["simulate", "--machines", "3", "--boot-sigma", "5.5"], "at most 5"),
+        (["simulate", "--machines", "3", "--connections", "1_000"], "ASCII digits"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

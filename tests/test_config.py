@@ -195,6 +195,23 @@ console_command = "/app/bin/remote"
         ('[mounts]\ndestination = "/data"\n', "mounts[0].source", "volume name"),
         ("kill_timeout = -3\n", "kill_timeout", "negative"),
         ("[deploy]\nstrategy = 3\n", "deploy.strategy", "string"),
+        ("[deploy]\nstrategy = false\n", "deploy.strategy", "string"),
+        ('kill_signal = "SIGFOO"\n', "kill_signal", "SIGTERM"),
+        ("[http_service]\ninternal_port = -5\n", "http_service.internal_port", "1 to 65535"),
+        ("[http_service]\ninternal_port = 65536\n", "http_service.internal_port", "1 to 65535"),
+        (
+            f'[checks.web]\ntype = "tcp"\nport = {2**63 - 1}\n',
+            "checks.web.port",
+            "1 to 65535",
+        ),
+        ("[[services]]\ninternal_port = 0\n", "services[0].internal_port", "1 to 65535"),
+        ("[[deploy.canary_steps]]\nmachines = 10001\n", "deploy.canary_steps[0].machines", "10000"),
+        ("[deploy]\nmax_surge = 1e6\n", "deploy.max_surge", "10000"),
+        ('[deploy]\nwait_timeout = "100000h"\n', "deploy.wait_timeout", "ten years"),
+        ("[deploy]\nmax_surge = 9223372036854775808\n", "deploy.max_surge", "64 bits"),
+        ("x = " + "[" * 65 + "]" * 65 + "\n", "x" + "[0]" * 63, "64 levels"),
+        ("x = " + "[" * 500 + "]" * 500 + "\n", "config", "64 levels"),
+        ("[deploy]\nmax_surge = " + "9" * 5000 + "\n", "config", "64 bits"),
     ],
 )
 def test_errors_name_the_field(text: str, field: str, words: str) -> None:
@@ -208,8 +225,27 @@ def test_errors_name_the_field(text: str, field: str, words: str) -> None:
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfig, match="not valid TOML"):
         parse_config("[deploy\n")
-    with pytest.raises(InvalidConfig, match="no such file"):
+    with pytest.raises(InvalidConfig, match="no such file") as missing:
         zdd.load_config(tmp_path / "fly.toml")
+    # a field, not a flag: the CLI says --config
+    assert missing.value.field == "config" and "--" not in str(missing.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[deploy]\nrelease_command = ["psql", "postgres://u:hunter2@db"]\n', "release_command"),
+        ('[deploy]\npost_deploy_command = {pw = "hunter2"}\n', "post_deploy_command"),
+        ('[env]\nDB_PASSWORD = ["hunter2"]\n', "env.DB_PASSWORD"),
+        ('[build]\nimage = ["hunter2"]\n', "build.image"),
+    ],
+)
+def test_errors_never_echo_a_value_that_may_be_a_secret(text: str, field: str) -> None:
+    with pytest.raises(InvalidConfig) as info:
+        parse_config(text)
+    assert field in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert "must be a string" in str(info.value)
 
 
 def test_strategy_from_name() -> None:

@@ -51,9 +51,57 @@ def test_the_view_of_gates_pauses_canaries_and_switches() -> None:
     assert view.rolling_back("app=v2") and view.target_versions() == {"app": "v2"}
 
 
-@pytest.mark.parametrize("text", ["ord", "ord:x", ":3", "ord:²"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ord",
+        "ord:x",
+        ":3",
+        "ord:²",
+        "ord:\u0663",  # an Arabic-Indic three
+        "ord:1000000000",  # more than a group's 10,000 machines
+        "ord:6000,ams:6000",
+        "ord:" + "9" * 5000,  # beyond int()'s 4,300 digits
+        "ord:-1",
+        "ord: 3",
+    ],
+)
 def test_a_damaged_shape_is_an_invalid_fleet_state(text: str) -> None:
     with pytest.raises(r.MalformedRecord):
         r.decode_regions(text)
     with pytest.raises(zdd.InvalidFleetState):
         zdd._model.decode_regions(text)
+
+
+def test_a_damaged_shape_names_its_key() -> None:
+    with pytest.raises(zdd.InvalidFleetState) as info:
+        zdd._model.decode_regions("ord:1000000000", "desired.app")
+    assert info.value.field == "record.desired.app"
+    assert "10000" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("007", 7),
+        ("", None),
+        ("²", None),
+        ("\u0663", None),
+        ("-1", None),
+        (" 1", None),
+        ("1_000", None),
+        ("9" * 18, int("9" * 18)),
+        ("9" * 19, None),
+        ("9" * 5000, None),
+    ],
+)
+def test_numbers_in_the_record_are_ascii_digits(text: str, value: int | None) -> None:
+    assert r.parse_ascii_int(text) == value
+    assert r.is_ascii_digits(text) == (text != "" and all(c in "0123456789" for c in text))
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400", "\u0661\u0662", "9" * 5000])
+def test_a_damaged_pause_start_reads_as_none(raw: str) -> None:
+    assert r.RecordView({"pause.x": raw}).pause_started("x") is None

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ._durations import parse_duration
-from ._errors import InvalidConfig, ZddError
+from ._errors import MAX_DEPTH, InvalidConfig, ZddError, check_limits, describe
 from ._model import Desired, FleetState, GroupSpec, HealthCheck, Mount, Release
 from ._record import RecordView
 from ._strategies import (
@@ -120,8 +120,8 @@ class Config:
                     continue
                 if not self.primary_region:
                     raise InvalidConfig(
-                        f"group {group!r} has no machine yet and zdd would create its first "
-                        f"ones in primary_region, which is not set; add primary_region",
+                        f"group {describe(group)} has no machine yet and zdd would create "
+                        f"its first ones in primary_region, which is not set; add primary_region",
                         field="primary_region",
                     )
                 release = self.release(version, group)
@@ -162,6 +162,10 @@ _OUR_DEPLOY_KEYS = frozenset(
 )
 _CANARY_STEP_KEYS = frozenset({"machines", "weight", "bake", "gate"})
 
+#: The signals Fly can stop a machine with (``fly.StopConfig.signal`` in the
+#: Machines API): what ``kill_signal`` may be.
+FLY_SIGNALS = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM")
+
 
 def load_config(path: str | Path) -> Config:
     """Read a fly.toml into a :class:`Config`.
@@ -174,30 +178,44 @@ def load_config(path: str | Path) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidConfig(f"{p}: no such file; pass --config PATH to a fly.toml") from None
+        raise InvalidConfig(f"{p}: no such file", field="config") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidConfig(f"{p}: cannot read it ({exc.__class__.__name__})") from None
+        raise InvalidConfig(
+            f"{p}: cannot read it ({exc.__class__.__name__})", field="config"
+        ) from None
     return parse_config(text, path=str(p))
 
 
 def parse_config(text: str | Mapping[str, Any], *, path: str | None = None) -> Config:
     """Parse fly.toml text (or an already-decoded mapping) into a :class:`Config`."""
+    where = f"{path}: " if path else ""
     if isinstance(text, str):
         try:
             data: Mapping[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            where = f"{path}: " if path else ""
-            raise InvalidConfig(f"{where}not valid TOML: {exc}") from None
+            raise InvalidConfig(f"{where}not valid TOML: {exc}", field="config") from None
+        except RecursionError:
+            raise InvalidConfig(
+                f"{where}nested deeper than {MAX_DEPTH} levels", field="config"
+            ) from None
+        except ValueError:  # an integer of more than 4300 digits
+            raise InvalidConfig(
+                f"{where}a number is out of range; integers must fit in 64 bits", field="config"
+            ) from None
     elif isinstance(text, Mapping):
         data = text
     else:
-        raise InvalidConfig("expected fly.toml text or a mapping")
+        raise InvalidConfig("expected fly.toml text or a mapping", field="config")
+    check_limits(data, "", InvalidConfig)
     try:
         return _parse(data, path)
     except ZddError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, ArithmeticError) as exc:
-        raise InvalidConfig(f"unreadable configuration: {exc}") from None
+        # never the exception's text: it may quote a value, and a value may be a secret
+        raise InvalidConfig(
+            f"{where}unreadable configuration ({exc.__class__.__name__})", field="config"
+        ) from None
 
 
 def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -221,8 +239,31 @@ def _opt_str(data: Mapping[str, Any], key: str, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidConfig(f"must be a string, got {value!r}", field=field)
+        # the type only: the value may be a secret (a release command with a password)
+        raise InvalidConfig(f"must be a string, got {type(value).__name__}", field=field)
     return value
+
+
+def _port(value: object, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise InvalidConfig(
+            f"must be a port number from 1 to 65535, got {describe(value)}", field=field
+        )
+    return value
+
+
+def _env(data: Mapping[str, Any]) -> dict[str, str]:
+    env = {}
+    for key, value in _table(data, "env", "").items():
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            # never the value: env values are secrets
+            raise InvalidConfig(
+                f"must be a string, got {type(value).__name__}", field=f"env.{str(key)[:40]}"
+            )
+        env[str(key)] = str(value)
+    return env
 
 
 def _processes(data: Mapping[str, Any], field: str) -> tuple[str, ...]:
@@ -238,11 +279,16 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
     deploy = _table(data, "deploy", "")
     processes_table = _table(data, "processes", "")
     processes = tuple(processes_table) or ("app",)
-    env_table = _table(data, "env", "")
-    env = {str(k): str(v) for k, v in env_table.items()}
+    env = _env(data)
     build = _table(data, "build", "")
     image = _opt_str(build, "image", "build.image") or ""
     kill_signal = _opt_str(data, "kill_signal", "kill_signal") or "SIGINT"
+    if kill_signal not in FLY_SIGNALS:
+        raise InvalidConfig(
+            f"{describe(kill_signal)} is not a signal Fly can stop a machine with; "
+            f"use one of {', '.join(FLY_SIGNALS)}",
+            field="kill_signal",
+        )
     kill_timeout = (
         parse_duration(data["kill_timeout"], field="kill_timeout", bare_unit=1.0)
         if "kill_timeout" in data
@@ -255,7 +301,7 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
         for g in c.processes:
             if g not in processes:
                 raise InvalidConfig(
-                    f"names process group {g!r}, which [processes] does not define",
+                    f"names process group {describe(g)}, which [processes] does not define",
                     field=f"checks.{c.name}.processes" if c.name else "checks.processes",
                 )
     return Config(
@@ -306,7 +352,7 @@ def _check(
     kind = type_ if type_ is not None else raw.get("type")
     if kind not in ("http", "tcp"):
         raise InvalidConfig(
-            f"missing or invalid check type {kind!r}; must be 'http' or 'tcp'",
+            f"missing or invalid check type {describe(kind)}; must be 'http' or 'tcp'",
             field=f"{field}.type",
         )
     durations = {}
@@ -317,22 +363,25 @@ def _check(
             else default
         )
     headers = raw.get("headers", {})
+    bad_headers = InvalidConfig(
+        "must be a table of header names to string values", field=f"{field}.headers"
+    )
     if isinstance(headers, list):  # [[...headers]] name/value form
-        try:
-            headers = {str(h["name"]): str(h.get("value", "")) for h in headers}
-        except (TypeError, KeyError):
-            raise InvalidConfig(
-                "must be a table of header names to values", field=f"{field}.headers"
-            ) from None
-    if not isinstance(headers, Mapping):
-        raise InvalidConfig("must be a table of header names to values", field=f"{field}.headers")
+        if not all(
+            isinstance(h, Mapping)
+            and isinstance(h.get("name"), str)
+            and isinstance(h.get("value", ""), str)
+            for h in headers
+        ):
+            raise bad_headers
+        headers = {h["name"]: h.get("value", "") for h in headers}
+    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
+        raise bad_headers
     method = raw.get("method", "GET")
     path = raw.get("path", "/")
     if not isinstance(method, str) or not isinstance(path, str):
         raise InvalidConfig("method and path must be strings", field=field)
-    raw_port = raw.get("port", port)
-    if raw_port is not None and (isinstance(raw_port, bool) or not isinstance(raw_port, int)):
-        raise InvalidConfig(f"must be a port number, got {raw_port!r}", field=f"{field}.port")
+    raw_port = _port(raw.get("port", port), f"{field}.port")
     return HealthCheck(
         type=kind,
         name=name,
@@ -365,7 +414,7 @@ def _read_checks(data: Mapping[str, Any]) -> list[HealthCheck]:
     for i, service in enumerate(_tables(data, "services", "")):
         where = f"services[{i}]"
         procs = _processes(service, f"{where}.processes")
-        port = service.get("internal_port")
+        port = _port(service.get("internal_port"), f"{where}.internal_port")
         for kind in ("http", "tcp"):
             for j, raw in enumerate(_tables(service, f"{kind}_checks", f"{where}.")):
                 checks.append(
@@ -376,13 +425,13 @@ def _read_checks(data: Mapping[str, Any]) -> list[HealthCheck]:
                         type_=kind,
                         bare_unit=1e-3,
                         processes=procs,
-                        port=port if isinstance(port, int) else None,
+                        port=port,
                     )
                 )
     http_service = _table(data, "http_service", "")
     if http_service:
         procs = _processes(http_service, "http_service.processes")
-        port = http_service.get("internal_port")
+        port = _port(http_service.get("internal_port"), "http_service.internal_port")
         for j, raw in enumerate(_tables(http_service, "checks", "http_service.")):
             checks.append(
                 _check(
@@ -392,7 +441,7 @@ def _read_checks(data: Mapping[str, Any]) -> list[HealthCheck]:
                     type_="http",
                     bare_unit=1e-3,
                     processes=procs,
-                    port=port if isinstance(port, int) else None,
+                    port=port,
                 )
             )
     return checks
@@ -426,9 +475,13 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
                 f"unknown key; {hint}zdd's extensions are: {', '.join(known)}",
                 field=f"deploy.{key}",
             )
-    name = deploy.get("strategy") or "rolling"
+    name = deploy.get("strategy", "rolling")
     if not isinstance(name, str):
-        raise InvalidConfig(f"must be a string, got {name!r}", field="deploy.strategy")
+        raise InvalidConfig(
+            f"must be a string, one of {', '.join(STRATEGY_NAMES)}; got {type(name).__name__}",
+            field="deploy.strategy",
+        )
+    name = name or "rolling"
     opts: dict[str, Any] = {}
     for key in (
         "wait_timeout",
@@ -442,7 +495,7 @@ def _read_strategy(deploy: Mapping[str, Any], primary_region: object) -> Strateg
             value = deploy[key]
             if isinstance(value, int | float) and not isinstance(value, bool):
                 raise InvalidConfig(
-                    f"a bare number ({value!r}) is ambiguous here (flyctl would read "
+                    f"a bare number ({describe(value)}) is ambiguous here (flyctl would read "
                     f'nanoseconds); write it with a unit, e.g. "{value}s"',
                     field=f"deploy.{key}",
                 )

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 import re
 
-from ._errors import InvalidConfig
+from ._errors import InvalidConfig, describe
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["MAX_DURATION", "format_duration", "parse_duration"]
+
+#: The longest duration zdd reads: ten years (docs/limits.md).
+MAX_DURATION = 10 * 365 * 24 * 3600.0
 
 _UNITS: dict[str, float] = {
     "ns": 1e-9,
@@ -51,14 +54,16 @@ def parse_duration(
         InvalidConfig: naming ``field`` and the fix.
     """
     if isinstance(value, bool):
-        raise InvalidConfig(f"expected a duration, got {value!r}; {_HINT}", field=field)
+        raise InvalidConfig(f"expected a duration, got {describe(value)}; {_HINT}", field=field)
     if isinstance(value, int | float):
         if bare_unit is None:
-            raise InvalidConfig(f"a bare number ({value!r}) has no unit here; {_HINT}", field=field)
+            raise InvalidConfig(
+                f"a bare number ({describe(value)}) has no unit here; {_HINT}", field=field
+            )
         try:
             seconds = float(value) * bare_unit
         except OverflowError:
-            raise InvalidConfig(f"{value!r} is too large; {_HINT}", field=field) from None
+            raise InvalidConfig(f"{describe(value)} is too large; {_HINT}", field=field) from None
     elif isinstance(value, str):
         seconds = _parse_go(value.strip(), field)
     else:
@@ -66,9 +71,14 @@ def parse_duration(
             f"expected a duration, got {type(value).__name__}; {_HINT}", field=field
         )
     if not math.isfinite(seconds):
-        raise InvalidConfig(f"{value!r} is not a finite duration; {_HINT}", field=field)
+        raise InvalidConfig(f"{describe(value)} is not a finite duration; {_HINT}", field=field)
     if seconds < 0 and not allow_negative:
-        raise InvalidConfig(f"{value!r} is negative; durations must be >= 0", field=field)
+        raise InvalidConfig(f"{describe(value)} is negative; durations must be >= 0", field=field)
+    if abs(seconds) > MAX_DURATION:
+        raise InvalidConfig(
+            f"{describe(value)} is longer than the most zdd reads (87600h, ten years)",
+            field=field,
+        )
     return seconds
 
 
@@ -83,15 +93,15 @@ def _parse_go(text: str, field: str) -> float:
         sign = -1.0 if rest[0] == "-" else 1.0
         rest = rest[1:]
     if not rest:
-        raise InvalidConfig(f"{text!r} is not a duration; {_HINT}", field=field)
+        raise InvalidConfig(f"{describe(text)} is not a duration; {_HINT}", field=field)
     total = 0.0
     pos = 0
     while pos < len(rest):
         match = _PART.match(rest, pos)
         if match is None or match.group(1) in ("", "."):
             if rest[pos:].replace(".", "").isdigit():
-                raise InvalidConfig(f"{text!r} is missing a unit; {_HINT}", field=field)
-            raise InvalidConfig(f"{text!r} is not a duration; {_HINT}", field=field)
+                raise InvalidConfig(f"{describe(text)} is missing a unit; {_HINT}", field=field)
+            raise InvalidConfig(f"{describe(text)} is not a duration; {_HINT}", field=field)
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     return sign * total

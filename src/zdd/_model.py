@@ -14,7 +14,7 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from . import _record
-from ._errors import InvalidConfig, InvalidFleetState
+from ._errors import InvalidConfig, InvalidFleetState, describe
 
 __all__ = [
     "Capabilities",
@@ -261,12 +261,25 @@ class Machine:
         )
 
 
-_NATURAL = re.compile(r"(\d+)")
+_NATURAL = re.compile(r"([0-9]+)")
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key that orders ``m2`` before ``m10``."""
-    return tuple(int(p) if p.isdigit() else p for p in _NATURAL.split(text))
+    """Sort key that orders ``m2`` before ``m10``.
+
+    Only ASCII digits count as numbers (``m²`` is text), and a run of digits is
+    compared by its length without leading zeros, then its text: the number's
+    order, with no ``int()`` of a run that may be thousands of digits long.
+    """
+    parts = _NATURAL.split(text)
+    key: list[Any] = []
+    for i, p in enumerate(parts):
+        if i % 2:
+            digits = p.lstrip("0")
+            key.append((len(digits), digits))
+        else:
+            key.append(p)
+    return tuple(key)
 
 
 #: The deployment record: what cannot be read from the machines themselves
@@ -276,7 +289,15 @@ DeploymentRecord = FrozenMap[str]
 
 
 def _sorted_machines(machines: Iterable[Machine]) -> tuple[Machine, ...]:
-    return tuple(sorted(machines, key=lambda m: natural_key(m.id)))
+    out = tuple(machines)
+    for m in out:
+        if not isinstance(m, Machine):
+            raise InvalidFleetState(
+                f"expected Machine values, got {type(m).__name__}", field="machines"
+            )
+        if not isinstance(m.id, str) or not m.id:
+            raise InvalidFleetState("must be a non-empty string", field="machines.id")
+    return tuple(sorted(out, key=lambda m: natural_key(m.id)))
 
 
 @attrs.frozen(kw_only=True)
@@ -296,7 +317,7 @@ class FleetState:
                 )
             if m.id in by_id:
                 raise InvalidFleetState(
-                    f"duplicate machine id {m.id!r}; every machine needs its own id",
+                    f"duplicate machine id {describe(m.id)}; every machine needs its own id",
                     field="machines",
                 )
             by_id[m.id] = m
@@ -353,9 +374,15 @@ class GroupSpec:
         for region, n in self.regions.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 raise InvalidConfig(
-                    f"machine count must be a whole number >= 0, got {n!r}",
+                    f"machine count must be a whole number >= 0, got {describe(n)}",
                     field=f"groups.{self.name}.regions.{region}",
                 )
+        if self.count > _record.MAX_GROUP_MACHINES:
+            raise InvalidConfig(
+                f"at most {_record.MAX_GROUP_MACHINES} machines per group, "
+                f"got {describe(self.count)}",
+                field=f"groups.{self.name}",
+            )
 
     @property
     def count(self) -> int:
@@ -368,13 +395,15 @@ def encode_regions(regions: Mapping[str, int]) -> str:
     return _record.encode_regions(regions)
 
 
-def decode_regions(text: str) -> dict[str, int]:
-    """The inverse of :func:`encode_regions`; malformed text is an invalid fleet state."""
+def decode_regions(text: str, key: str | None = None) -> dict[str, int]:
+    """The inverse of :func:`encode_regions`; malformed text (or a shape of more than
+    ``MAX_GROUP_MACHINES``) is an invalid fleet state naming the record's ``key``."""
     try:
         return _record.decode_regions(text)
-    except _record.MalformedRecord:
+    except _record.MalformedRecord as exc:
         raise InvalidFleetState(
-            f"malformed desired shape {text!r} in the deployment record", field="record"
+            f"{exc} (got {describe(text)}); the deployment record is damaged",
+            field=f"record.{key}" if key else "record",
         ) from None
 
 
@@ -426,7 +455,7 @@ class Desired:
         shapes = record.desired_groups()
         if record.phase == _record.DEPLOYING and shapes:
             for group, value in shapes.items():
-                counts[group] = decode_regions(value)
+                counts[group] = decode_regions(value, _record.desired_key(group))
         else:
             for m in state.machines:
                 if m.live:
@@ -436,7 +465,9 @@ class Desired:
         for name, regions in counts.items():
             rel = release if isinstance(release, Release) else release.get(name)
             if rel is None:
-                raise InvalidConfig(f"no release given for process group {name!r}", field="release")
+                raise InvalidConfig(
+                    f"no release given for process group {describe(name)}", field="release"
+                )
             specs.append(GroupSpec(name=name, release=rel, regions=regions))
         return cls(groups=specs)
 

@@ -12,6 +12,7 @@ key functions; readers use :class:`RecordView`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -39,10 +40,32 @@ __all__ = [
     "from_key",
     "gate_key",
     "image_key",
+    "is_ascii_digits",
+    "parse_ascii_int",
     "parse_target",
     "pause_key",
     "start_key",
 ]
+
+#: The most machines one process group may have (docs/limits.md).
+MAX_GROUP_MACHINES = 10_000
+#: The most digits :func:`parse_ascii_int` reads (a 64-bit integer has 19).
+_MAX_DIGITS = 18
+
+
+def is_ascii_digits(text: str) -> bool:
+    """``text`` is one or more ASCII digits ``0``-``9`` (not ``²``, not Arabic-Indic
+    digits, which ``str.isdigit`` accepts and ``int`` may not)."""
+    return bool(text) and text.isascii() and text.isdigit()
+
+
+def parse_ascii_int(text: str, *, max_digits: int = _MAX_DIGITS) -> int | None:
+    """``text`` as a whole number when it is ASCII digits and at most ``max_digits``
+    of them; ``None`` otherwise."""
+    if not is_ascii_digits(text) or len(text) > max_digits:
+        return None
+    return int(text)
+
 
 #: The deployment's phase: one of the four values below.
 PHASE = "phase"
@@ -132,9 +155,12 @@ def decode_regions(text: str) -> dict[str, int]:
         return out
     for part in text.split(","):
         region, sep, n = part.rpartition(":")
-        if not sep or not region or not (n.isascii() and n.isdigit()):
-            raise MalformedRecord(f"malformed shape {text!r} in the deployment record")
-        out[region] = int(n)
+        count = parse_ascii_int(n) if sep and region else None
+        if count is None:
+            raise MalformedRecord("is not region:count pairs")
+        out[region] = count
+        if sum(out.values()) > MAX_GROUP_MACHINES:
+            raise MalformedRecord(f"asks for more than {MAX_GROUP_MACHINES} machines")
     return out
 
 
@@ -224,9 +250,10 @@ class RecordView:
 
     def pause_started(self, key: str) -> float | None:
         raw = self.values.get(pause_key(key))
-        if raw is None:
+        if raw is None or not raw.isascii() or len(raw) > 64:
             return None
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             return None
+        return value if math.isfinite(value) else None

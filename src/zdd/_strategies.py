@@ -13,8 +13,9 @@ from typing import Any, ClassVar, TypeAlias
 import attrs
 
 from ._durations import parse_duration
-from ._errors import InvalidConfig
+from ._errors import InvalidConfig, describe
 from ._plan import redact_command
+from ._record import MAX_GROUP_MACHINES
 
 __all__ = [
     "FLY_MAX_UNAVAILABLE",
@@ -135,18 +136,24 @@ class _Common:
 def _count(value: object, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidConfig(
-            f"must be a number (a fraction such as 0.25, or a count such as 2), got {value!r}",
+            f"must be a number (a fraction such as 0.25, or a count such as 2), "
+            f"got {describe(value)}",
             field=field,
         )
     try:
         x = float(value)
     except OverflowError:
-        raise InvalidConfig(f"{value!r} is too large", field=field) from None
+        raise InvalidConfig(f"at most {MAX_GROUP_MACHINES}", field=field) from None
     if not math.isfinite(x):
-        raise InvalidConfig(f"must be finite, got {value!r}", field=field)
+        raise InvalidConfig(f"must be finite, got {describe(value)}", field=field)
     if x < 0:
         raise InvalidConfig(
-            f"must not be negative, got {value!r}; use a fraction such as 0.25 or a count",
+            f"must not be negative, got {describe(value)}; use a fraction such as 0.25 or a count",
+            field=field,
+        )
+    if x > MAX_GROUP_MACHINES:
+        raise InvalidConfig(
+            f"at most {MAX_GROUP_MACHINES} (a group's most machines), got {describe(value)}",
             field=field,
         )
     return x
@@ -290,14 +297,22 @@ class CanaryStep:
         if isinstance(self.machines, bool) or not isinstance(self.machines, int):
             raise InvalidConfig("must be a whole number >= 1", field="canary_steps.machines")
         if self.machines < 1:
-            raise InvalidConfig(f"must be >= 1, got {self.machines}", field="canary_steps.machines")
+            raise InvalidConfig(
+                f"must be >= 1, got {describe(self.machines)}", field="canary_steps.machines"
+            )
+        if self.machines > MAX_GROUP_MACHINES:
+            raise InvalidConfig(
+                f"at most {MAX_GROUP_MACHINES} (a group's most machines), "
+                f"got {describe(self.machines)}",
+                field="canary_steps.machines",
+            )
         if self.weight is not None and (
             isinstance(self.weight, bool)
             or not isinstance(self.weight, int)
             or not 1 <= self.weight <= 100
         ):
             raise InvalidConfig(
-                f"must be a whole percentage from 1 to 100, got {self.weight!r}",
+                f"must be a whole percentage from 1 to 100, got {describe(self.weight)}",
                 field="canary_steps.weight",
             )
 
@@ -363,7 +378,7 @@ def strategy_from_name(name: str, **options: Any) -> Strategy:
     cls = _CLASSES.get(key) if isinstance(key, str) else None
     if cls is None:
         raise InvalidConfig(
-            f"unsupported strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}",
+            f"unsupported strategy {describe(name)}; choose one of {', '.join(STRATEGY_NAMES)}",
             field="strategy",
         )
     fields = {f.name for f in attrs.fields(cls)}

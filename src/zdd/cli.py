@@ -34,7 +34,7 @@ from ._config import (
     load_config,
     strategy_from_name,
 )
-from ._durations import parse_duration
+from ._durations import format_duration, parse_duration
 from ._errors import (
     ActionFailed,
     DeploymentLocked,
@@ -42,16 +42,18 @@ from ._errors import (
     InvalidConfig,
     ProviderContractError,
     ZddError,
+    describe,
 )
 from ._execute import ExecuteOptions, GateResult, execute
 from ._fleetjson import load_fleet
 from ._model import Capabilities, Desired, FleetState, HealthCheck, Release
 from ._plan import Plan
 from ._planning import assume_checks_pass, plan
-from ._record import RecordView
+from ._record import MAX_GROUP_MACHINES, RecordView, parse_ascii_int
 from ._version import __version__
 from .reporters import JsonLinesReporter, TextReporter
 from .sim import simulate
+from .sim._run import MAX_BOOT_SIGMA, MAX_BOOT_TIME, MAX_CAPACITY, MAX_CONNECTIONS, MAX_RPS
 from .sim._svg import render_svg
 
 __all__ = ["main"]
@@ -73,10 +75,19 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _fraction_or_count(flag: str) -> Callable[[str], float]:
+#: Most machines a --machines fleet may have (a group's most, docs/limits.md).
+MAX_MACHINES = MAX_GROUP_MACHINES
+_ASCII_NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?%?$")
+
+
+def _fraction_or_count(
+    flag: str, maximum: float = MAX_GROUP_MACHINES, *, positive: bool = False
+) -> Callable[[str], float]:
     def parse(text: str) -> float:
         t = text.strip()
         try:
+            if not _ASCII_NUMBER.match(t):  # ASCII only: float() also reads Arabic-Indic digits
+                raise ValueError(t)
             percent = t.endswith("%")
             value = float(t[:-1]) / 100 if percent else float(t)
         except ValueError:
@@ -90,21 +101,30 @@ def _fraction_or_count(flag: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: a percentage must be below 100%; give a count of machines instead"
             )
+        if positive and value == 0:
+            raise argparse.ArgumentTypeError("must be above 0")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"at most {maximum:g}, got {text!r}")
         return value
 
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    if value > 1_000_000:
-        raise argparse.ArgumentTypeError(f"at most 1000000, got {value}")
+def _ascii_int(text: str, maximum: int | None = None) -> int:
+    """A whole number of ASCII digits (``int()`` also reads ``' 7'``, ``'1_0'`` and
+    Arabic-Indic digits)."""
+    value = parse_ascii_int(text.strip())
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"{describe(text)} is not a whole number (ASCII digits 0-9)"
+        )
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"at most {maximum}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _ascii_int(text, MAX_MACHINES)
 
 
 def _build_parser() -> _Parser:
@@ -124,14 +144,14 @@ def _build_parser() -> _Parser:
     s.add_argument("--seed", type=_int("--seed"), default=0, help="seeds every random draw")
     s.add_argument(
         "--boot-time",
-        type=_duration("--boot-time"),
+        type=_duration("--boot-time", MAX_BOOT_TIME),
         default=10.0,
         metavar="DUR",
         help="median machine boot time (Go duration, or seconds); default 10s",
     )
     s.add_argument(
         "--boot-sigma",
-        type=_fraction_or_count("--boot-sigma"),
+        type=_fraction_or_count("--boot-sigma", MAX_BOOT_SIGMA),
         default=0.0,
         metavar="S",
         help="log-normal spread of boot times (0: every boot takes --boot-time)",
@@ -142,17 +162,17 @@ def _build_parser() -> _Parser:
         default="passing",
         help="how the new release's health checks behave",
     )
-    s.add_argument("--rps", type=_fraction_or_count("--rps"), default=100.0, metavar="N")
+    s.add_argument("--rps", type=_fraction_or_count("--rps", MAX_RPS), default=100.0, metavar="N")
     s.add_argument(
         "--capacity",
-        type=_fraction_or_count("--capacity"),
+        type=_fraction_or_count("--capacity", MAX_CAPACITY, positive=True),
         default=None,
         metavar="N",
         help="requests per second one machine can serve (default: unlimited)",
     )
     s.add_argument(
         "--connections",
-        type=_int("--connections"),
+        type=_int("--connections", MAX_CONNECTIONS),
         default=100,
         metavar="N",
         help="long-lived connections (websockets) held open; default 100",
@@ -179,7 +199,7 @@ def _build_parser() -> _Parser:
     )
     _add_strategy_flags(m)
     m.add_argument("--machines", metavar="N", type=_positive_int, default=3)
-    m.add_argument("--rps", type=_fraction_or_count("--rps"), default=200.0, metavar="N")
+    m.add_argument("--rps", type=_fraction_or_count("--rps", MAX_RPS), default=200.0, metavar="N")
     m.add_argument(
         "--streams", type=_int("--streams"), default=5, metavar="N", help="long-lived streams"
     )
@@ -284,32 +304,29 @@ def _gate(text: str) -> tuple[str, GateResult]:
     )
 
 
-def _int(flag: str) -> Callable[[str], int]:
+def _int(flag: str, maximum: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        return _ascii_int(text, maximum)
+
+    return parse
+
+
+def _duration(flag: str, maximum: float | None = None) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+            value = parse_duration(
+                float(text) if _NUMBER.match(text) else text, field=flag, bare_unit=1.0
+            )
+        except InvalidConfig as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"at most {format_duration(maximum)}, got {text!r}")
         return value
 
     return parse
 
 
-def _duration(flag: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            return parse_duration(
-                float(text) if _NUMBER.match(text) else text, field=flag, bare_unit=1.0
-            )
-        except InvalidConfig as exc:
-            raise argparse.ArgumentTypeError(exc.reason) from None
-
-    return parse
-
-
-_NUMBER = re.compile(r"^\d+(\.\d*)?$")
+_NUMBER = re.compile(r"^[0-9]{1,30}(\.[0-9]{0,30})?$")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -364,7 +381,7 @@ def _load_state(args: argparse.Namespace) -> FleetState:
     raise _UsageError("give the current fleet with --fleet FLEET_JSON or --machines N")
 
 
-_VERSION = re.compile(r"^v(\d+)$")
+_VERSION = re.compile(r"^v([0-9]{1,18})$")
 
 
 def _next_version(state: FleetState) -> str:
@@ -727,11 +744,44 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
+    except InvalidConfig as exc:
+        _fail(_with_flag(exc))
+        return EXIT_USAGE
     except ZddError as exc:
         _fail(str(exc))
         return EXIT_USAGE
     except BrokenPipeError:  # pragma: no cover - e.g. `zdd plan | head`
         return EXIT_OK
+
+
+#: Library fields the CLI sets from a flag: the flag it names instead.
+_FIELD_FLAGS = {
+    "config": "--config",
+    "fleet": "--fleet",
+    "strategy": "--strategy",
+    "boot_time": "--boot-time",
+    "boot_sigma": "--boot-sigma",
+    "rps": "--rps",
+    "capacity": "--capacity",
+    "connections": "--connections",
+    "seed": "--seed",
+    "target_health": "--target-health",
+}
+
+
+def _with_flag(exc: InvalidConfig) -> str:
+    """A library error, said in the CLI's words: a field the CLI sets from a flag is
+    named by that flag; a group's shape (``groups.*``) points at ``--machines``."""
+    field = exc.field or ""
+    flag = _FIELD_FLAGS.get(field)
+    if flag is not None:
+        where = f"{exc.source}: " if exc.source else ""
+        return f"{flag}: {where}{exc.reason}"
+    if field == "groups" or field.startswith("groups."):
+        return f"{exc} (the fleet's shape: --machines N or --fleet)"
+    if exc.source == "fleet JSON":
+        return f"--fleet: {exc}"
+    return str(exc)
 
 
 #: Under --json an error is one JSON object too (on stderr, like every error).

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible
+from .._errors import InvalidConfig, InvalidFleetState, PlanningImpossible, describe
 from .._model import (
     Capabilities,
     Desired,
@@ -30,6 +30,7 @@ from .._plan import APP, Action, Label, Pause, Plan, RunCommand, Step
 from .._record import (
     DEPLOYING,
     DONE,
+    MAX_GROUP_MACHINES,
     PHASE,
     ROLLED_BACK,
     ROLLING_BACK,
@@ -132,8 +133,9 @@ def rollback_desired(state: FleetState, forward: Desired) -> Desired:
         version = record.from_version(spec.name)
         if version is None:
             continue  # a group that did not exist before: nothing to go back to
+        key = start_key(spec.name) if record.start(spec.name) else desired_key(spec.name)
         shape = record.start(spec.name) or record.desired(spec.name)
-        regions = decode_regions(shape) if shape else dict(spec.regions)
+        regions = decode_regions(shape, key) if shape else dict(spec.regions)
         # what the old version's machines looked like (image, env) is not in the
         # record: the rollback's release says only its version and checks, and a
         # provider builds its machines from what it knows of that version
@@ -244,6 +246,7 @@ def blueprint(
     if not isinstance(desired, Desired):
         raise InvalidConfig(f"expected a Desired, got {type(desired).__name__}", field="desired")
     planner = _module(strategy).plan_group
+    _validate_counts(state, desired, strategy)
     target = target_of(desired)
     record = RecordView(state.record)
     if record.rolling_back(target) and record.target != target:
@@ -365,14 +368,56 @@ def start_record(state: FleetState, desired: Desired, strategy: Strategy) -> dic
     return values
 
 
+#: A plan creates at most this many machines, or ten per machine the fleet has.
+MIN_CREATE_LIMIT = 1_000
+CREATE_FACTOR = 10
+
+
+def create_limit(state: FleetState) -> int:
+    """The most machines a plan from ``state`` may create (docs/limits.md)."""
+    return max(MIN_CREATE_LIMIT, CREATE_FACTOR * len(state.live))
+
+
+def _validate_counts(state: FleetState, desired: Desired, strategy: Strategy) -> None:
+    """Refuse counts no plan should be laid out for (docs/limits.md): more than
+    ``MAX_GROUP_MACHINES`` in a group, or more new machines than ``create_limit``.
+    A plan's size grows with these counts: without a limit, a typo (``machines =
+    1000000``) or a damaged record (``desired.app = "ord:1000000000"``) would plan
+    until memory runs out. The record's own shapes are checked as they are decoded."""
+    for g in desired.groups:
+        if g.count > MAX_GROUP_MACHINES:
+            raise InvalidConfig(
+                f"at most {MAX_GROUP_MACHINES} machines per group", field=f"groups.{g.name}"
+            )
+    canaries = 0
+    if isinstance(strategy, Canary):
+        if strategy.canary_machines > MAX_GROUP_MACHINES:
+            raise InvalidConfig(
+                f"at most {MAX_GROUP_MACHINES} canary machines", field="canary_steps.machines"
+            )
+        canaries = strategy.canary_machines * len(desired.groups)
+    # every desired machine may be new (bluegreen's greens, a rolling surge), plus canaries
+    new = sum(g.count for g in desired.groups) + canaries
+    limit = create_limit(state)
+    if new > limit:
+        field = "canary_steps.machines" if canaries and new - canaries <= limit else "groups"
+        raise InvalidConfig(
+            f"a plan may create at most {limit} machines (the larger of "
+            f"{MIN_CREATE_LIMIT} and {CREATE_FACTOR} per live machine); this one "
+            f"could create {new}",
+            field=field,
+        )
+
+
 def _validate(state: FleetState, desired: Desired, strategy: Strategy) -> None:
     if isinstance(strategy, BlueGreen | Canary):
         for spec in desired.groups:
             if spec.release.mounts:
                 raise PlanningImpossible(
                     f"the {strategy.name} strategy cannot be used with volumes: group "
-                    f"{spec.name!r} mounts {spec.release.mounts[0].source!r}, and a new machine "
-                    f"cannot take a volume its old machine holds; use strategy 'rolling', "
+                    f"{describe(spec.name)} mounts {describe(spec.release.mounts[0].source)}, "
+                    f"and a new machine cannot take a volume its old machine holds; use "
+                    f"strategy 'rolling', "
                     f"which updates machines with volumes in place"
                 )
         for m in state.machines:
@@ -387,7 +432,7 @@ def _validate(state: FleetState, desired: Desired, strategy: Strategy) -> None:
             if not spec.release.checks and spec.count:
                 raise InvalidConfig(
                     f"the bluegreen strategy needs at least one health check for group "
-                    f"{spec.name!r} to know when greens are ready; add [checks.<name>] or "
+                    f"{describe(spec.name)} to know when greens are ready; add [checks.<name>] or "
                     f"[[http_service.checks]] to fly.toml, or use strategy 'rolling'",
                     field="checks",
                 )

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 
 import attrs
 
-from .._errors import InvalidFleetState
+from .._errors import InvalidFleetState, describe
 from .._model import Desired, Health, Machine, MachineState
 from .._plan import Destroy, Gate, Label, Pause, Uncordon
-from .._record import PASSED, RecordView, canary_key
+from .._record import PASSED, RecordView, canary_key, parse_ascii_int
 from .._strategies import Canary, Rolling
 from ._core import (
     GroupContext,
@@ -45,9 +45,9 @@ def _canaries(ctx: GroupContext) -> list[Machine]:
 def _weight_of(canaries: list[Machine]) -> int | None:
     """The traffic weight the canaries were last given (their ``zdd.weight`` label)."""
     for m in canaries:
-        raw = m.labels.get("zdd.weight", "")
-        if raw.isdigit():
-            return int(raw)
+        weight = parse_ascii_int(m.labels.get("zdd.weight", ""), max_digits=3)
+        if weight is not None:
+            return weight
     return None
 
 
@@ -126,12 +126,13 @@ def _progressive(ctx: GroupContext, canaries: list[Machine]) -> list[Phase]:
     s = ctx.strategy
     assert isinstance(s, Canary)
     raw = RecordView(ctx.record).canary(ctx.name) or "0"
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > len(s.steps):
+    done = parse_ascii_int(raw)
+    if done is None or done > len(s.steps):
         raise InvalidFleetState(
-            f"{canary_key(ctx.name)} = {raw!r} is not a step count from 0 to {len(s.steps)}",
-            field="record",
+            f"{describe(raw)} is not a step count from 0 to {len(s.steps)}; "
+            f"the deployment record is damaged",
+            field=f"record.{canary_key(ctx.name)}",
         )
-    done = int(raw)
     region = _canary_region(ctx)
     have = len(canaries)
     hidden = {m.id for m in canaries if m.cordoned}

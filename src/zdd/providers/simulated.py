@@ -54,6 +54,9 @@ __all__ = ["Faults", "ReleaseBehaviour", "SimulatedFleet", "Traffic"]
 
 HealthMode = Literal["passing", "failing", "flaky"]
 
+#: What a machine is doing, as the timeline picture shows it (see :meth:`_M.phase`).
+MachinePhase = Literal["booting", "serving", "hidden", "unhealthy", "stopped", "failed"]
+
 
 @attrs.frozen(kw_only=True)
 class ReleaseBehaviour:
@@ -67,6 +70,9 @@ class ReleaseBehaviour:
         grace_period: seconds before the first check.
         check_interval: seconds between checks.
         has_checks: false: a started machine is healthy at once.
+        error_rate: the share of its requests that fail while its checks pass (a
+            release that is healthy but bad); counted per version, so metric
+            gates can be answered from the simulated traffic.
     """
 
     boot_time: float = 10.0
@@ -76,6 +82,7 @@ class ReleaseBehaviour:
     grace_period: float = 1.0
     check_interval: float = 5.0
     has_checks: bool = True
+    error_rate: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +173,24 @@ class _M:
     def live(self) -> bool:
         return self.state not in (MachineState.DESTROYED, MachineState.DESTROYING)
 
+    @property
+    def phase(self) -> MachinePhase:
+        """``serving``; ``booting`` (created, starting, updating, or started with no
+        check result yet); ``hidden`` (healthy but cordoned); ``unhealthy`` (started,
+        checks critical); ``stopped`` (stopping, stopped, suspended); ``failed``."""
+        state = self.state
+        if state is MachineState.STARTED:
+            if self.health is Health.CRITICAL:
+                return "unhealthy"
+            if self.health is not Health.PASSING:
+                return "booting"
+            return "hidden" if self.cordoned else "serving"
+        if state is MachineState.FAILED:
+            return "failed"
+        if state in (MachineState.STOPPING, MachineState.STOPPED, MachineState.SUSPENDED):
+            return "stopped"
+        return "booting"
+
 
 class SimulatedFleet:
     """A simulated fleet: the :class:`~zdd.providers.Provider` of the simulator.
@@ -225,11 +250,20 @@ class SimulatedFleet:
             "machine_crash": 0.0,
         }
         self.dropped_connections = 0.0
+        # requests served and failed by each release version (cumulative), for metrics
+        self.requests_by_version: dict[str, float] = {}
+        self.errors_by_version: dict[str, float] = {}
+        self._serving_versions: dict[str, int] = {}
         # seconds with nothing serving, per group that served at the start
         self.downtime: dict[str, float] = {}
         self._zero_since: dict[str, float] = {}  # when such a group's serving hit 0
         self._served_at_start: frozenset[str] = frozenset()
         self.timeline: list[tuple[float, int, int, dict[str, int]]] = []
+        # the story of each machine, for the timeline picture: ``(t, phase, version)``
+        # at every change (``phase`` None once destroyed), and every action with the
+        # instant it was issued
+        self.history: dict[str, list[tuple[float, MachinePhase | None, str]]] = {}
+        self.performed: list[tuple[float, Action]] = []
         self._last = 0.0
         self._connected = float(self.traffic.connections)
         self._reconnecting = 0.0
@@ -256,6 +290,7 @@ class SimulatedFleet:
             )
             self.machines[m.id] = sm
             self._count(sm, +1)
+            self._note_history(sm)
             # machines caught mid-transition finish it
             if m.state in (MachineState.STARTING, MachineState.UPDATING, MachineState.REPLACING):
                 self._boot(sm)
@@ -309,6 +344,8 @@ class SimulatedFleet:
             rps = self.traffic.rps
             self.total_requests += rps * dt
             serving = self._traffic_serving()
+            if serving > 0:
+                self._count_versions(rps * dt, serving)
             if serving == 0:
                 self.failed["no_serving_machine"] += rps * dt
             elif self.traffic.capacity is not None and rps > serving * self.traffic.capacity:
@@ -322,6 +359,40 @@ class SimulatedFleet:
         if dt > 0 and self._reconnecting and self._traffic_serving():
             self._connected += self._reconnecting
             self._reconnecting = 0.0
+
+    def _count_versions(self, requests: float, serving: int) -> None:
+        """Spread ``requests`` over the serving versions; a bad release fails its share."""
+        for version, n in self._serving_versions.items():
+            if n <= 0:
+                continue
+            share = requests * n / serving
+            self.requests_by_version[version] = self.requests_by_version.get(version, 0.0) + share
+            rate = self._rate_of(version)
+            if rate > 0:
+                errors = share * rate
+                self.errors_by_version[version] = self.errors_by_version.get(version, 0.0) + errors
+                self.failed["release_errors"] = self.failed.get("release_errors", 0.0) + errors
+
+    def _rate_of(self, version: str) -> float:
+        return self.releases.get(version, self.default).error_rate
+
+    def error_ratio(self, version: str, since: tuple[float, float] | None = None) -> float | None:
+        """The share of ``version``'s requests that failed (``None``: it served none),
+        since the cumulative ``(requests, errors)`` given (see :meth:`counts`)."""
+        requests, errors = self.counts(version)
+        if since is not None:
+            requests, errors = requests - since[0], errors - since[1]
+        if requests <= 1e-9:
+            return None
+        return errors / requests
+
+    def counts(self, version: str) -> tuple[float, float]:
+        """``version``'s cumulative requests and failed requests so far."""
+        self._advance(self.now)
+        return (
+            self.requests_by_version.get(version, 0.0),
+            self.errors_by_version.get(version, 0.0),
+        )
 
     def _traffic_serving(self) -> int:
         if self._traffic_groups is None:
@@ -342,6 +413,8 @@ class SimulatedFleet:
             self.by_version[m.version] = self.by_version.get(m.version, 0) + sign
         if m.serving:
             self.serving[g] += sign
+            if self._takes_traffic(m):
+                self._serving_versions[m.version] = self._serving_versions.get(m.version, 0) + sign
 
     def _set(self, m: _M, **changes: object) -> None:
         """Change a machine, keeping counters, traffic and the timeline right."""
@@ -388,12 +461,28 @@ class SimulatedFleet:
                 self._note_downtime(m.group)
         if m.serving:
             m.served = True
+        self._note_history(m)
         g = m.group
         self.min_serving[g] = min(self.min_serving.get(g, self.serving[g]), self.serving[g])
         self.max_live[g] = max(self.max_live.get(g, self.live[g]), self.live[g])
         self._sample()
         if self.listener is not None:
             self.listener(m.id)
+
+    def _note_history(self, m: _M) -> None:
+        """Keep ``m``'s phase and version at this instant (the last change of an instant wins)."""
+        entry = (self.now, m.phase if m.live else None, m.version)
+        rows = self.history.setdefault(m.id, [])
+        if rows and rows[-1][0] == self.now:
+            rows.pop()
+        if not rows or rows[-1][1:] != entry[1:]:
+            rows.append(entry)
+
+    @property
+    def traffic_groups(self) -> frozenset[str] | None:
+        """The groups whose serving machines take the traffic (``None``: every group)."""
+        groups = self._traffic_groups
+        return None if groups is None else frozenset(groups)
 
     def _note_downtime(self, g: str) -> None:
         """Open or close ``g``'s interval with nothing serving (its count just changed)."""
@@ -602,6 +691,7 @@ class SimulatedFleet:
     ) -> None:
         """Carry out ``action`` in virtual time; call back when it completes."""
         self.api_calls += 1
+        self.performed.append((self.now, action))
         latency = self.api_latency
         if isinstance(action, RunCommand):
             latency = self.command_time
@@ -616,6 +706,20 @@ class SimulatedFleet:
                 on_failed(exc)
 
         self.schedule(self.now + latency, complete)
+
+    def _new_id(self, key: str) -> str:
+        """A new machine's id: its plan name (the create's key) when no machine, live or
+        destroyed, has that id; else the key with the first free ``-2``, ``-3``...
+        (``sim1``, ``sim2``... for a create without a key)."""
+        if not key:
+            while (mid := f"sim{next(self._ids)}") in self.machines:
+                pass
+            return mid
+        mid, n = key, 1
+        while mid in self.machines:
+            n += 1
+            mid = f"{key}-{n}"
+        return mid
 
     def _get(self, machine_id: str | None) -> _M:
         m = self.machines.get(machine_id or "")
@@ -635,7 +739,7 @@ class SimulatedFleet:
                 raise ActionFailed(
                     "simulated create failure (insufficient capacity)", transient=True
                 )
-            mid = f"sim{next(self._ids)}"
+            mid = self._new_id(action.key)
             m = _M(
                 id=mid,
                 version=action.version,
@@ -650,6 +754,7 @@ class SimulatedFleet:
             )
             self.machines[mid] = m
             self._count(m, +1)
+            self._note_history(m)
             g = m.group
             self.max_live[g] = max(self.max_live.get(g, 0), self.live[g])
             self._boot(m)

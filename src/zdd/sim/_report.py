@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._model import FrozenMap
+from .._errors import ZddError
+from .._model import Desired, FleetState, FrozenMap
+from .._plan import Action, Create, Gate, Label, Pause, RunCommand, Uncordon, WaitHealthy
+from .._planning import blueprint
+from .._planning._schedule import NO_FLOOR
+from .._record import pause_key
+from .._strategies import Strategy
 
-__all__ = ["SimulationReport", "TimelinePoint"]
+if TYPE_CHECKING:
+    from ..providers.simulated import SimulatedFleet
+
+__all__ = ["GroupTrack", "MachineTrack", "Mark", "SimulationReport", "TimelinePoint"]
 
 
 @attrs.frozen(kw_only=True)
@@ -28,6 +38,48 @@ class TimelinePoint:
             "machines": self.machines,
             "by_version": dict(self.by_version),
         }
+
+
+@attrs.frozen(kw_only=True)
+class Mark:
+    """A step of the plan (``n`` as ``zdd plan`` numbers it) and when it began.
+
+    ``t`` is ``None`` for a step that never began (after a rollback, say). Marks the
+    executor adds while it runs (a rollback, a re-plan) have ``plan`` false and
+    numbers after the plan's.
+    """
+
+    n: int
+    t: float | None
+    why: str
+    plan: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class MachineTrack:
+    """One machine over time: ``(start, end, phase, version)`` stretches that touch.
+
+    ``phase`` is ``booting``, ``serving``, ``hidden`` (healthy, cordoned),
+    ``unhealthy``, ``stopped`` or ``failed``; the track ends when it is destroyed.
+    """
+
+    id: str
+    group: str
+    segments: tuple[tuple[float, float, str, str], ...]
+
+
+@attrs.frozen(kw_only=True)
+class GroupTrack:
+    """One process group over time, and its plan's limits.
+
+    ``timeline``: the group's own points (as the report's). ``limits``:
+    ``(start, end, floor, ceiling)`` per phase of the plan, ``None`` where the phase
+    has no such limit.
+    """
+
+    name: str
+    timeline: tuple[TimelinePoint, ...]
+    limits: tuple[tuple[float, float, int | None, int | None], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +113,13 @@ class SimulationReport:
         timeline: the fleet over time (at most a few hundred points; the
             extremes are kept).
         steps: when each step or phase began: ``(t, why)``.
+        marks: every step of the plan and when it began (the picture's markers).
+        machines: every machine over time (at most ``MAX_TRACKS``).
+        groups: every group over time, with its floor and ceiling.
+        overload: ``(start, end)`` stretches when the traffic's serving machines
+            were over capacity (some serving, too few for ``rps``).
+        capacity: requests per second one machine takes (``None``: no limit).
+        rps: requests per second sent.
     """
 
     strategy: str
@@ -86,6 +145,12 @@ class SimulationReport:
     final: tuple[tuple[str, str, str, str], ...]
     timeline: tuple[TimelinePoint, ...]
     steps: tuple[tuple[float, str], ...] = ()
+    marks: tuple[Mark, ...] = ()
+    machines: tuple[MachineTrack, ...] = ()
+    groups: tuple[GroupTrack, ...] = ()
+    overload: tuple[tuple[float, float], ...] = ()
+    capacity: float | None = None
+    rps: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON report."""
@@ -177,3 +242,209 @@ class SimulationReport:
             out.append(label + row)
         out.append("      +" + "-" * width)
         return out
+
+
+# -- the story behind the picture -------------------------------------------------
+
+#: Machines drawn one row each; a larger fleet is drawn by group only.
+MAX_TRACKS = 48
+#: Points kept per group (as ``MAX_TIMELINE`` for the whole fleet).
+MAX_GROUP_POINTS = 400
+
+
+def story(
+    fleet: SimulatedFleet,
+    initial: FleetState,
+    desired: Desired,
+    strategy: Strategy,
+    steps: Sequence[tuple[float, str]] = (),
+) -> dict[str, Any]:
+    """The report's picture fields (``marks``, ``machines``, ``groups``, ``overload``,
+    ``capacity``, ``rps``) from what ``fleet`` saw, run from ``initial``."""
+    end = fleet.now
+    try:
+        bp = blueprint(initial, desired, strategy, fleet.capabilities())
+        plan = bp.layout()
+    except ZddError:  # the executor failed before it began: nothing to mark
+        bp, plan = None, None
+    pauses = {pause_key(w.key) for s in plan or () for w in s.waits if isinstance(w, Pause)}
+    seen: dict[tuple[object, ...], deque[float]] = {}
+    for t, action in fleet.performed:
+        sig = _signature(action, pauses)
+        if sig is not None:
+            seen.setdefault(sig, deque()).append(t)
+    first = {sig: times[0] for sig, times in seen.items()}
+    extra = [(t, why) for t, why in steps if why.startswith(("roll back", "re-plan"))]
+    rollback = next((t for t, why in extra if why.startswith("roll back")), None)
+    marks: list[Mark] = []
+    if plan is not None:
+        times: list[float | None] = []
+        blind: list[bool] = []  # a step nothing shows to the fleet (a gate, say)
+        for s in plan:
+            sigs = [sig for a in (*s.actions, *s.waits) if (sig := _signature(a, pauses))]
+            at = [seen[sig].popleft() for sig in sigs if seen.get(sig)]
+            times.append(min(at) if at else None)
+            blind.append(not sigs)
+        for i in range(len(times) - 1, -1, -1):
+            if blind[i] and times[i] is None:
+                later = next((t for t in times[i + 1 :] if t is not None), rollback)
+                times[i] = later
+        marks = [
+            Mark(n=n, t=t, why=s.why) for n, (s, t) in enumerate(zip(plan, times, strict=True), 1)
+        ]
+    marks += [
+        Mark(n=len(marks) + i, t=t, why=why, plan=False) for i, (t, why) in enumerate(extra, 1)
+    ]
+    limits: dict[str, list[tuple[float, float, int | None, int | None]]] = {}
+    for group, phases in bp.groups if bp is not None else ():
+        spans: list[tuple[float, int | None, int | None]] = []
+        for phase in phases:
+            at = [
+                first[sig]
+                for task in phase.tasks
+                for el in task.elements
+                for a in el.actions
+                if (sig := _signature(a, pauses)) in first
+            ]
+            if not at:
+                continue
+            b = phase.budget
+            floor = b.floor if b.floor > 0 and b.floor > NO_FLOOR // 2 else None
+            ceiling = b.ceiling if b.ceiling < -NO_FLOOR // 2 else None
+            spans.append((min(at), floor, ceiling))
+        stop = rollback if rollback is not None else end
+        limits[group] = [
+            (t0, min(t1, stop), floor, ceiling)
+            for (t0, floor, ceiling), t1 in zip(
+                spans, [t for t, _, _ in spans[1:]] + [stop] * bool(spans), strict=True
+            )
+            if t0 < min(t1, stop) and (floor is not None or ceiling is not None)
+        ]
+    groups, overload = _sweep(fleet, end)
+    tracks = [
+        MachineTrack(id=mid, group=fleet.machines[mid].group, segments=segs)
+        for mid, rows in fleet.history.items()
+        if (segs := _segments(rows, end))
+    ]
+    order = {g: i for i, g in enumerate(dict.fromkeys(t.group for t in tracks))}
+    tracks.sort(key=lambda t: order[t.group])  # stable: in order of appearance per group
+    return {
+        "marks": tuple(marks),
+        "machines": tuple(tracks) if len(tracks) <= MAX_TRACKS else (),
+        "groups": tuple(
+            GroupTrack(name=g, timeline=points, limits=tuple(limits.get(g, ())))
+            for g, points in sorted(groups.items())
+        ),
+        "overload": overload,
+        "capacity": fleet.traffic.capacity,
+        "rps": fleet.traffic.rps,
+    }
+
+
+def _signature(action: Action, pauses: set[str]) -> tuple[object, ...] | None:
+    """What identifies ``action`` in the fleet's log (``None``: the fleet never sees it)."""
+    if isinstance(action, Gate | WaitHealthy):
+        return None
+    if isinstance(action, Pause):
+        return ("pause", pause_key(action.key))
+    if isinstance(action, Create):
+        return ("create", action.group, action.key)
+    if isinstance(action, Label):
+        if action.machine is None and len(action.values) == 1 and set(action.values) <= pauses:
+            return ("pause", next(iter(action.values)))
+        return ("label", action.machine, tuple(sorted(action.values.items())))
+    if isinstance(action, Uncordon):
+        return ("uncordon", action.machine, action.weight)
+    if isinstance(action, RunCommand):
+        return ("run_command", action.phase, action.target)
+    return (action.kind, action.machine)
+
+
+def _segments(
+    rows: Sequence[tuple[float, str | None, str]], end: float
+) -> tuple[tuple[float, float, str, str], ...]:
+    out = []
+    for (t0, phase, version), t1 in zip(rows, [r[0] for r in rows[1:]] + [end], strict=True):
+        if phase is None:
+            break
+        if t1 > t0:
+            out.append((t0, t1, phase, version))
+    return tuple(out)
+
+
+def _sweep(
+    fleet: SimulatedFleet, end: float
+) -> tuple[dict[str, tuple[TimelinePoint, ...]], tuple[tuple[float, float], ...]]:
+    """Each group's points, and the stretches over capacity, from the machines' histories."""
+    events = sorted(
+        (t, i, mid, phase, version)
+        for mid, rows in fleet.history.items()
+        for i, (t, phase, version) in enumerate(rows)
+    )
+    group_of = {mid: m.group for mid, m in fleet.machines.items()}
+    now: dict[str, tuple[str | None, str]] = {}
+    serving: dict[str, int] = {}
+    live: dict[str, dict[str, int]] = {}  # group -> version -> live machines
+    points: dict[str, list[tuple[float, int, int, dict[str, int]]]] = {}
+    traffic = fleet.traffic_groups
+    capacity, rps = fleet.traffic.capacity, fleet.traffic.rps
+    overload: list[tuple[float, float]] = []
+    over_since: float | None = None
+    k = 0
+    while k < len(events):
+        t = events[k][0]
+        changed = set()
+        while k < len(events) and events[k][0] == t:
+            _, _, mid, phase, version = events[k]
+            g = group_of[mid]
+            versions = live.setdefault(g, {})
+            for sign, (p, v) in ((-1, now.get(mid, (None, ""))), (1, (phase, version))):
+                if p is not None:
+                    versions[v] = versions.get(v, 0) + sign
+                    serving[g] = serving.get(g, 0) + sign * (p == "serving")
+            now[mid] = (phase, version)
+            changed.add(g)
+            k += 1
+        for g in sorted(changed):
+            by_version = {v: n for v, n in live[g].items() if n}
+            point = (t, serving.get(g, 0), sum(by_version.values()), by_version)
+            pts = points.setdefault(g, [])
+            if pts and pts[-1][0] == t:
+                pts.pop()
+            if not pts or pts[-1][1:] != point[1:]:
+                pts.append(point)
+        if capacity is not None:
+            taking = sum(n for g, n in serving.items() if traffic is None or g in traffic)
+            over = taking > 0 and taking * capacity < rps
+            if over and over_since is None:
+                over_since = t
+            elif not over and over_since is not None:
+                overload.append((over_since, t))
+                over_since = None
+    if over_since is not None and end > over_since:
+        overload.append((over_since, end))
+    return (
+        {g: downsample(pts, MAX_GROUP_POINTS) for g, pts in points.items()},
+        tuple(overload),
+    )
+
+
+def downsample(
+    points: Sequence[tuple[float, int, int, dict[str, int]]], limit: int
+) -> tuple[TimelinePoint, ...]:
+    """At most about ``limit`` points; each bucket keeps its least-serving and its
+    most-machines point, and the last point is kept."""
+    if len(points) > limit:
+        size = -(-len(points) // (limit // 2))
+        kept = []
+        for i in range(0, len(points), size):
+            bucket = points[i : i + size]
+            low = min(bucket, key=lambda p: p[1])
+            high = max(bucket, key=lambda p: p[2])
+            kept.extend(sorted({id(low): low, id(high): high}.values(), key=lambda p: p[0]))
+        if kept[-1] is not points[-1]:
+            kept.append(points[-1])
+        points = kept
+    return tuple(
+        TimelinePoint(t=t, serving=s, machines=n, by_version=FrozenMap(v)) for t, s, n, v in points
+    )

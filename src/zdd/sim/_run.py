@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .._errors import DeploymentLocked, InvalidConfig
+from .._errors import DeploymentLocked, InvalidConfig, describe
 from .._executor import (
     Abort,
     ActionDone,
@@ -23,11 +23,28 @@ from .._model import Desired, FleetState, FrozenMap, Health, Machine
 from .._strategies import Strategy
 from ..providers.simulated import Faults, HealthMode, ReleaseBehaviour, SimulatedFleet, Traffic
 from ..reporters import Reporter
-from ._report import SimulationReport, TimelinePoint
+from ._report import SimulationReport, TimelinePoint, story
 
 __all__ = ["simulate", "simulate_fleet"]
 
 MAX_TIMELINE = 400
+
+#: The most a simulation takes (docs/limits.md): beyond these the arithmetic of a
+#: log-normal boot or of request totals overflows, and nothing real is modelled.
+MAX_BOOT_TIME = 24 * 3600.0
+MAX_BOOT_SIGMA = 5.0
+MAX_RPS = 1_000_000.0
+MAX_CAPACITY = 1_000_000.0
+MAX_CONNECTIONS = 1_000_000
+
+
+def _number(value: object, field: str, low: float, high: float) -> None:
+    """Refuse ``value`` unless it is a finite number from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidConfig(f"must be a number, got {type(value).__name__}", field=field)
+    finite = isinstance(value, int) or math.isfinite(value)  # no float() of a huge int
+    if not (finite and low <= value <= high):
+        raise InvalidConfig(f"must be a number from {low:g} to {high:g}", field=field)
 
 
 def simulate(
@@ -56,13 +73,29 @@ def simulate(
     releases already running pass. Grace period and check interval come from
     each group's release checks. Returns a :class:`SimulationReport`.
     """
-    if boot_time < 0 or boot_sigma < 0:
-        raise InvalidConfig("must not be negative", field="boot_time")
-    if rps < 0 or (capacity is not None and capacity <= 0) or connections < 0:
-        raise InvalidConfig("rps and connections must be >= 0, capacity > 0", field="traffic")
-    if target_health not in ("passing", "failing", "flaky"):
+    _number(boot_time, "boot_time", 0.0, MAX_BOOT_TIME)
+    _number(boot_sigma, "boot_sigma", 0.0, MAX_BOOT_SIGMA)
+    _number(rps, "rps", 0.0, MAX_RPS)
+    if capacity is not None:
+        _number(capacity, "capacity", 0.0, MAX_CAPACITY)
+        if capacity <= 0:
+            raise InvalidConfig("must be above 0 requests a second", field="capacity")
+    _number(flaky_pass, "flaky_pass", 0.0, 1.0)
+    _number(api_latency, "api_latency", 0.0, MAX_BOOT_TIME)
+    _number(max_time, "max_time", 0.0, 10 * 365 * 24 * 3600.0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidConfig(f"must be a whole number, got {type(seed).__name__}", field="seed")
+    if (
+        isinstance(connections, bool)
+        or not isinstance(connections, int)
+        or not 0 <= connections <= MAX_CONNECTIONS
+    ):
         raise InvalidConfig(
-            f"{target_health!r}: use passing, failing or flaky", field="target_health"
+            f"must be a whole number from 0 to {MAX_CONNECTIONS}", field="connections"
+        )
+    if not isinstance(target_health, str) or target_health not in ("passing", "failing", "flaky"):
+        raise InvalidConfig(
+            f"{describe(target_health)}: use passing, failing or flaky", field="target_health"
         )
     releases: dict[str, ReleaseBehaviour] = {}
     old = ReleaseBehaviour(boot_time=boot_time, boot_sigma=boot_sigma)
@@ -354,6 +387,7 @@ def _report(
         final=tuple((m.id, m.group, m.version, m.state.value) for m in final.machines),
         timeline=_downsample(fleet.timeline),
         steps=tuple(steps),
+        **story(fleet, initial, desired, strategy, steps),
     )
 
 
