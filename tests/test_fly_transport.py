@@ -636,7 +636,7 @@ def test_a_flyv1_token_is_sent_as_is(
 def test_an_empty_base_url_is_refused(url: str, client: Callable[..., FlyHTTP]) -> None:
     with pytest.raises(InvalidConfig) as caught:
         client(url)
-    assert caught.value.field == "api-url"
+    assert caught.value.field == "base_url"
     assert "empty" in str(caught.value)
     assert "https://api.machines.dev" in str(caught.value)
 
@@ -659,7 +659,7 @@ def test_a_base_url_with_credentials_is_refused_without_showing_them(
     with pytest.raises(InvalidConfig) as caught:
         client(url)
     text = _text(caught.value)
-    assert caught.value.field == "api-url"
+    assert caught.value.field == "base_url"
     assert "***@" in text
     for secret in ("alice", "hunter", "ter-zq"):
         assert secret not in text
@@ -674,7 +674,7 @@ def test_a_base_url_with_credentials_is_refused_without_showing_them(
 def test_a_base_url_that_is_not_http_is_refused(url: str, client: Callable[..., FlyHTTP]) -> None:
     with pytest.raises(InvalidConfig) as caught:
         client(url)
-    assert caught.value.field == "api-url"
+    assert caught.value.field == "base_url"
 
 
 def test_plain_http_is_only_for_loopback(client: Callable[..., FlyHTTP]) -> None:

@@ -406,3 +406,18 @@ def test_creates_and_updates_carry_their_release() -> None:
     )
     assert back.groups[0].release.version == "v1"
     assert back.groups[0].release.image == "" and not back.groups[0].release.env
+
+
+def test_a_new_machine_never_takes_the_name_of_an_existing_one() -> None:
+    """A machine already called like the plan's first surge machine (and no zdd.key
+    label) must not make the plan's name ambiguous."""
+    state = zdd.FleetState(
+        machines=[
+            zdd.Machine(id="m1", version="v1"),
+            zdd.Machine(id="v2-app-surge-ord-1", version="v1"),
+        ]
+    )
+    desired = zdd.Desired.from_fleet(state, zdd.Release(version="v2"))
+    plan = zdd.plan(state, desired, zdd.Rolling(max_unavailable=0, max_surge=1))
+    created = [a.key for s in plan.steps for a in s.actions if isinstance(a, zdd.Create)]
+    assert created and "v2-app-surge-ord-1" not in created

@@ -66,7 +66,7 @@ class PrometheusClient:
         backoff: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.url = _check_base_url(url).rstrip("/")
+        self.url = _check_base_url(url, field="url").rstrip("/")
         self._token = token or None
         if self._token is not None and any(c in self._token for c in "\r\n\0"):
             raise ZddError("the metrics token holds a line break; check its variable")

@@ -766,6 +766,8 @@ _FIELD_FLAGS = {
     "connections": "--connections",
     "seed": "--seed",
     "target_health": "--target-health",
+    "base_url": "--api-url",
+    "app": "--app",
 }
 
 

@@ -262,7 +262,11 @@ def blueprint(
         _validate(state, desired, strategy)
     kept = state.record if in_progress else FrozenMap[str]()
     waves = _wave_order(state, desired, strategy)
-    used_keys = frozenset(m.labels["zdd.key"] for m in state.machines if "zdd.key" in m.labels)
+    # a new machine's key is its name: never one a machine already has as key or id
+    # (providers that name machines after their key, as the simulator does)
+    used_keys = frozenset(
+        m.labels["zdd.key"] for m in state.machines if "zdd.key" in m.labels
+    ) | frozenset(m.id for m in state.machines)
     by_group: dict[str, list[Machine]] = {}
     for m in state.machines:
         if m.live:

@@ -119,37 +119,37 @@ def _redact_url(url: str) -> str:
     return f"{scheme}{sep}{netloc}{tail}"
 
 
-def _check_base_url(url: str) -> str:
+def _check_base_url(url: str, field: str = "base_url") -> str:
     if not url.strip():
         raise InvalidConfig(
-            "the Fly API URL is empty; pass an http(s) URL such as "
-            f"{DEFAULT_BASE_URL}, or unset it (ZDD_FLY_API_URL, --api-url) for the real API",
-            field="api-url",
+            f"is empty; give an http(s) URL such as {DEFAULT_BASE_URL}, or leave it unset "
+            "(ZDD_FLY_API_URL too) for the real API",
+            field=field,
         )
     url = url.strip()
     shown = _redact_url(url)
     if _CONTROL.search(url) or " " in url:
         raise InvalidConfig(
-            f"{shown!r} contains a space or a control character; pass the URL alone",
-            field="api-url",
+            f"{shown!r} contains a space or a control character; give the URL alone",
+            field=field,
         )
     try:
         parsed = urllib.parse.urlsplit(url)
         parsed.port  # noqa: B018 (a port that is not a number raises)
     except ValueError:
-        raise InvalidConfig(f"{shown!r} is not a valid http(s) URL", field="api-url") from None
+        raise InvalidConfig(f"{shown!r} is not a valid http(s) URL", field=field) from None
     if "@" in parsed.netloc:
         raise InvalidConfig(
-            f"{shown!r} has credentials in it; pass the URL without them and put the "
-            "token in FLY_API_TOKEN",
-            field="api-url",
+            f"{shown!r} has credentials in it; give the URL without them and the token "
+            "apart (FLY_API_TOKEN, or the metrics gate's token_env)",
+            field=field,
         )
     if parsed.scheme not in ("https", "http") or not parsed.hostname:
-        raise InvalidConfig(f"{shown!r} is not an http(s) URL", field="api-url")
+        raise InvalidConfig(f"{shown!r} is not an http(s) URL", field=field)
     if parsed.scheme == "http" and not _loopback(parsed.hostname):
         raise InvalidConfig(
             f"{shown!r}: https is required (plain http only to a loopback address)",
-            field="api-url",
+            field=field,
         )
     return url.rstrip("/")
 

@@ -150,9 +150,7 @@ class FlyMachines:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not app or not isinstance(app, str):
-            raise InvalidConfig(
-                "the Fly app name is required (--app, or app in fly.toml)", field="app"
-            )
+            raise InvalidConfig("the Fly app name is required (app in fly.toml)", field="app")
         token = token if token is not None else os.environ.get("FLY_API_TOKEN", "")
         if not token.strip():
             raise InvalidConfig(
@@ -664,7 +662,7 @@ class FlyMachines:
         if not config.get("image"):
             raise ActionFailed(
                 f"no image known for version {version!r} of group {group!r}: no machine runs "
-                f"it and the deployment record does not name it; deploy it with --image IMAGE",
+                f"it and the deployment record does not name it; deploy it with its image given",
                 transient=False,
             )
         config.pop("mounts", None)
@@ -1151,7 +1149,7 @@ def _when(lease: Mapping[str, Any]) -> str:
 def _dead_local_deployer(description: str) -> bool:
     """``description`` names a zdd deployer of this host (``zdd@host:pid:...``, the
     default owner) whose process is gone: its leases may be taken over at once."""
-    match = re.fullmatch(r"zdd@([^:]+):(\d{1,9}):.*", description)
+    match = re.fullmatch(r"zdd@([^:]+):([0-9]{1,9}):.*", description)
     if match is None or match.group(1) != socket.gethostname():
         return False
     pid = int(match.group(2))

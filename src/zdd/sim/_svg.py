@@ -566,7 +566,7 @@ def _badge(n: int, x: float, y: float, colour: str = "#555555") -> str:
 def _natural(text: str) -> list[tuple[int, str]]:
     """A sort key that puts ``v2`` before ``v10``."""
     return [
-        (int(part), "") if part.isascii() and part.isdigit() else (-1, part)
+        (int(part), "") if part.isascii() and part.isdigit() and len(part) <= 18 else (-1, part)
         for part in re.split(r"([0-9]+)", text)
     ]
 
