@@ -3,11 +3,15 @@ from its own traffic: what a bad canary costs before the analysis rolls it back.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 import zdd
 from zdd._analysis import Condition, MetricGate
 from zdd.analysis import MetricGates
+from zdd.cli import main
 from zdd.providers.simulated import ReleaseBehaviour, SimulatedFleet, Traffic
 from zdd.sim import simulate_fleet
 from zdd.sim._metrics import SimulatedAnalysis
@@ -73,3 +77,28 @@ def test_error_ratios_are_counted_per_version() -> None:
     assert errors == pytest.approx(requests * 0.05)
     assert fleet.error_ratio("v2") == pytest.approx(0.05)
     assert fleet.error_ratio("never") is None
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "fly-analysis.toml"
+
+
+def test_zdd_simulate_shows_what_a_bad_canary_costs(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--config", str(EXAMPLE), "--machines", "6"]
+    assert main([*argv, "--target-errors", "5%", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["rolled_back"] is True
+    assert "gate 'canary-ok' failed" in report["error"]
+    assert 0 < report["failed_requests"] < 0.01 * report["total_requests"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--target-errors", "five"]) == 2
+    assert "--target-errors" in capsys.readouterr().err
+
+
+def test_a_metric_gate_no_step_names_is_refused() -> None:
+    text = EXAMPLE.read_text().replace('gate = "canary-ok"', 'gate = "other"')
+    with pytest.raises(zdd.InvalidConfig) as info:
+        zdd.parse_config(text)
+    assert info.value.field == "deploy.analysis.canary-ok"
+    config = zdd.parse_config(EXAMPLE.read_text())
+    assert config.analysis["canary-ok"].token_env == "FLY_METRICS_TOKEN"

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from ._analysis import MetricGate, gates_from_table
 from ._durations import parse_duration
 from ._errors import MAX_DEPTH, InvalidConfig, ZddError, check_limits, describe
 from ._model import Desired, FleetState, GroupSpec, HealthCheck, Mount, Release
@@ -81,6 +82,8 @@ class Config:
     kill_signal: str = "SIGINT"
     kill_timeout: float = 5.0
     traffic_groups: tuple[str, ...] | None = None
+    #: metric gates by name, from ``[deploy.analysis.<name>]`` (docs/analysis.md)
+    analysis: Mapping[str, MetricGate] = attrs.field(factory=dict)
     #: the decoded file itself (what a provider builds machines from); never in a repr
     raw: Mapping[str, Any] | None = attrs.field(default=None, repr=False, eq=False)
 
@@ -158,6 +161,7 @@ _OUR_DEPLOY_KEYS = frozenset(
         "switch_gate",
         "keep_blue_for",
         "canary_steps",
+        "analysis",
     }
 )
 _CANARY_STEP_KEYS = frozenset({"machines", "weight", "bake", "gate"})
@@ -297,6 +301,19 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
     checks = _read_checks(data)
     mounts = _read_mounts(data)
     strategy = _read_strategy(deploy, data.get("primary_region"))
+    analysis = gates_from_table(deploy.get("analysis"))
+    named: set[str] = set()
+    if isinstance(strategy, Canary):
+        named.update(step.gate for step in strategy.steps if step.gate)
+    if isinstance(strategy, BlueGreen) and strategy.switch_gate:
+        named.add(strategy.switch_gate)
+    for name in analysis:
+        if name not in named:
+            raise InvalidConfig(
+                "no canary step's gate nor switch_gate names this gate; name it in "
+                f'[[deploy.canary_steps]] (gate = "{name}") or remove it',
+                field=f"deploy.analysis.{name}",
+            )
     for c in checks:
         for g in c.processes:
             if g not in processes:
@@ -317,6 +334,7 @@ def _parse(data: Mapping[str, Any], path: str | None) -> Config:
         mounts=tuple(mounts),
         kill_signal=kill_signal,
         kill_timeout=kill_timeout,
+        analysis=analysis,
         raw=data,
     )
 

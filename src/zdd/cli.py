@@ -162,6 +162,14 @@ def _build_parser() -> _Parser:
         default="passing",
         help="how the new release's health checks behave",
     )
+    s.add_argument(
+        "--target-errors",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="the share of the new release's requests that fail while its checks pass "
+        "(5%% or 0.05); metric gates ([deploy.analysis]) judge it from the simulated traffic",
+    )
     s.add_argument("--rps", type=_fraction_or_count("--rps", MAX_RPS), default=100.0, metavar="N")
     s.add_argument(
         "--capacity",
@@ -208,6 +216,19 @@ def _build_parser() -> _Parser:
         choices=("passing", "failing"),
         default="passing",
         help="failing: v2's health check fails, to watch a rollback",
+    )
+    m.add_argument(
+        "--target-errors",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="the share of v2's requests that fail (500) while its health check passes",
+    )
+    m.add_argument(
+        "--analysis",
+        action="store_true",
+        help="judge the canary with a real Prometheus (installed) scraping the demo: "
+        "its error ratio against v1's (docs/analysis.md)",
     )
     m.add_argument(
         "--settle",
@@ -302,6 +323,19 @@ def _gate(text: str) -> tuple[str, GateResult]:
     raise argparse.ArgumentTypeError(
         f"{text!r}: write NAME=RESULT with RESULT one of {', '.join(_GATE_RESULTS)}"
     )
+
+
+def _share(text: str) -> float:
+    """A share of requests: ``5%`` or ``0.05`` (0 to 1), ASCII digits only."""
+    t = text.strip()
+    percent = t.endswith("%")
+    body = t[:-1] if percent else t
+    if not re.fullmatch(r"[0-9]{1,3}(?:\.[0-9]{1,6})?", body):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a share such as 5% or 0.05")
+    value = float(body) / (100.0 if percent else 1.0)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a share is from 0 to 1 (0% to 100%)")
+    return value
 
 
 def _int(flag: str, maximum: int | None = None) -> Callable[[str], int]:
@@ -451,6 +485,7 @@ def _evolve(strategy: Rolling, overrides: dict[str, float], flag: str) -> Rollin
 
 def _inputs(args: argparse.Namespace) -> tuple[FleetState, Desired, Strategy]:
     config = load_config(args.config) if args.config else Config()
+    args.loaded_config = config
     strategy = _strategy(args, config)
     state = _load_state(args)
     version = args.target_version or _next_version(state)
@@ -513,6 +548,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         rps=args.rps,
         capacity=args.capacity or None,
         connections=args.connections,
+        target_errors=args.target_errors,
+        analysis=args.loaded_config.analysis,
         options=ExecuteOptions(gates=gates),
         reporter=(
             (JsonLinesReporter(sys.stderr) if args.json else TextReporter(sys.stderr))

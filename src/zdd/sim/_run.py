@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import attrs
+
+from .._analysis import MetricGate
 from .._errors import DeploymentLocked, InvalidConfig, describe
 from .._executor import (
     Abort,
@@ -17,6 +21,7 @@ from .._executor import (
     FullObserved,
     GateResult,
     MachineSeen,
+    StatefulGateResolver,
     Tick,
 )
 from .._model import Desired, FleetState, FrozenMap, Health, Machine
@@ -65,13 +70,19 @@ def simulate(
     reporter: Reporter | None = None,
     api_latency: float = 0.2,
     max_time: float = 7 * 24 * 3600.0,
+    target_errors: float = 0.0,
+    analysis: Mapping[str, MetricGate] | None = None,
 ) -> SimulationReport:
     """Simulate deploying ``desired`` onto ``state`` with ``strategy``.
 
     Machines of every release boot in ``boot_time`` seconds (log-normal with
     ``boot_sigma``); the target releases' checks are ``target_health``; the
     releases already running pass. Grace period and check interval come from
-    each group's release checks. Returns a :class:`SimulationReport`.
+    each group's release checks. ``target_errors`` is the share of the target
+    releases' requests that fail while their checks pass; ``analysis`` (metric
+    gates by name, as fly.toml's ``[deploy.analysis]``) is answered from the
+    simulated traffic, other gates by ``options.gates`` (default: all pass).
+    Returns a :class:`SimulationReport`.
     """
     _number(boot_time, "boot_time", 0.0, MAX_BOOT_TIME)
     _number(boot_sigma, "boot_sigma", 0.0, MAX_BOOT_SIGMA)
@@ -81,6 +92,7 @@ def simulate(
         if capacity <= 0:
             raise InvalidConfig("must be above 0 requests a second", field="capacity")
     _number(flaky_pass, "flaky_pass", 0.0, 1.0)
+    _number(target_errors, "target_errors", 0.0, 1.0)
     _number(api_latency, "api_latency", 0.0, MAX_BOOT_TIME)
     _number(max_time, "max_time", 0.0, 10 * 365 * 24 * 3600.0)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -109,6 +121,7 @@ def simulate(
             grace_period=max((c.grace_period for c in checks), default=0.0),
             check_interval=min((c.interval for c in checks), default=5.0),
             has_checks=bool(checks),
+            error_rate=float(target_errors),
         )
         releases[spec.release.version] = behaviour
         old = ReleaseBehaviour(
@@ -129,6 +142,18 @@ def simulate(
         seed=seed,
         api_latency=api_latency,
     )
+    if analysis:
+        from ..analysis import MetricGates
+        from ._metrics import SimulatedAnalysis
+
+        manual = options.gates
+        if isinstance(manual, StatefulGateResolver):
+            raise InvalidConfig(
+                "give metric gates either as analysis or in options.gates, not both",
+                field="analysis",
+            )
+        resolver = MetricGates(SimulatedAnalysis(analysis, fleet), manual=manual)
+        options = attrs.evolve(options, gates=resolver)
     return simulate_fleet(
         fleet, desired, strategy, options=options, reporter=reporter, max_time=max_time
     )
