@@ -427,6 +427,9 @@ def test_console_example(block: Block) -> None:
         pytest.skip(f"{block.name}: docs-test: skip ({block.skip})")
     if block.needs_haproxy and shutil.which("haproxy") is None:
         pytest.skip(f"{block.name}: `zdd demo` needs HAProxy (apt-get install haproxy)")
+    analysis = any("--analysis" in _argv(c.text) for c in block.commands)
+    if analysis and shutil.which("prometheus") is None:
+        pytest.skip(f"{block.name}: `--analysis` needs Prometheus (apt-get install prometheus)")
     before = _watched()
     if os.environ.get(UPDATE_ENV):
         block = _fresh(block)

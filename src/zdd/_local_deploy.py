@@ -18,7 +18,6 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
@@ -27,9 +26,6 @@ from ._errors import DeploymentLocked, InvalidConfig
 from ._execute import ExecuteOptions
 from ._model import Desired, FleetState, GroupSpec
 from ._record import RecordView
-
-if TYPE_CHECKING:
-    from ._execute import GateResult
 
 #: The region of local machines.
 REGION = "local"
@@ -269,11 +265,7 @@ def deploy_local(args: argparse.Namespace) -> int:
             f"state in {provider.state_dir}",
             file=sys.stderr,
         )
-        answers: dict[str, GateResult] = dict(args.gate)
-
-        def gates(name: str) -> GateResult:
-            return answers.get(name, "pending")
-
+        gates = cli.deploy_gates(args.gate, config)
         reporter = JsonLinesReporter(sys.stderr) if args.json else TextReporter(sys.stderr)
         result = execute(
             provider,

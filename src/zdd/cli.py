@@ -27,6 +27,7 @@ from . import _local_deploy
 from ._config import (
     STRATEGY_NAMES,
     Canary,
+    CanaryStep,
     Config,
     Rolling,
     Strategy,
@@ -45,6 +46,7 @@ from ._errors import (
     describe,
 )
 from ._execute import ExecuteOptions, GateResult, execute
+from ._executor import GateResolver, StatefulGateResolver
 from ._fleetjson import load_fleet
 from ._model import Capabilities, Desired, FleetState, HealthCheck, Release
 from ._plan import Plan
@@ -588,11 +590,39 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         kill_signal="SIGTERM",
         kill_timeout=5.0,
     )
-    versions = {"v2": {"ZDD_DEMO_HEALTH": "failing"}} if args.target_health == "failing" else {}
+    v2_env: dict[str, str] = {}
+    if args.target_health == "failing":
+        v2_env["ZDD_DEMO_HEALTH"] = "failing"
+    if args.target_errors:
+        v2_env["ZDD_DEMO_ERROR_RATE"] = repr(args.target_errors)
+    versions = {"v2": v2_env} if v2_env else {}
+    gate_name = "analysis"
+    if args.analysis:
+        if not isinstance(strategy, Canary):
+            raise _UsageError("--analysis: judges a canary; add --strategy canary")
+        # one canary at a quarter of the traffic, judged by the analysis
+        strategy = attrs.evolve(
+            strategy, steps=(CanaryStep(machines=1, weight=25, gate=gate_name),)
+        )
     provider = LocalProvider(
         [sys.executable, "-m", "zdd.demo.app"], versions=versions, kill_signal="SIGTERM"
     )
+    prometheus = None
     try:
+        options = ExecuteOptions()
+        if args.analysis:
+            from .analysis import MetricAnalysis, MetricGates
+            from .demo.prometheus import PrometheusServer, demo_gate
+            from .providers.local import TARGETS
+
+            prometheus = PrometheusServer(provider.state_dir / TARGETS)
+            gate = demo_gate(prometheus.url, name=gate_name)
+            options = ExecuteOptions(
+                gates=MetricGates(MetricAnalysis({gate_name: gate})),
+                gate_timeout=300.0,
+                gate_poll=1.0,
+            )
+            print(f"zdd demo: Prometheus at {prometheus.url}; {gate.describe()}", file=sys.stderr)
         provider.launch("v1", args.machines)
         state = provider.wait_healthy(60.0)
         desired = Desired.from_fleet(state, release)
@@ -604,12 +634,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         try:
             time.sleep(args.settle)
             started = time.monotonic()
-            result = execute(provider, desired, strategy, reporter=reporter, poll_interval=0.2)
+            result = execute(
+                provider, desired, strategy, options=options, reporter=reporter, poll_interval=0.2
+            )
             deploy_seconds = time.monotonic() - started
             time.sleep(args.settle)
         finally:
             report = load.stop()
     finally:
+        if prometheus is not None:
+            prometheus.close()
         provider.close()
     summary = {
         "strategy": strategy.name,
@@ -646,6 +680,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _verdict(
         result.converged, report.failed_requests, args.max_failed_requests, result.error
     )
+
+
+def deploy_gates(
+    answers: Sequence[tuple[str, GateResult]], config: Config
+) -> GateResolver | StatefulGateResolver:
+    """What answers a deployment's gates: ``--gate NAME=RESULT`` answers, and the
+    metric gates of ``[deploy.analysis]`` (measured against their servers)."""
+    given: dict[str, GateResult] = dict(answers)
+
+    def manual(name: str) -> GateResult:
+        return given.get(name, "pending")
+
+    if not config.analysis:
+        return manual
+    from .analysis import MetricAnalysis, MetricGates
+
+    metric = {k: v for k, v in config.analysis.items() if k not in given}
+    return MetricGates(MetricAnalysis(metric), manual=manual)
 
 
 def _image_version(image: str) -> str:
@@ -691,18 +743,13 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(preview.to_json(), indent=2) if args.json else preview.to_text())
         return EXIT_OK
-    answers: dict[str, GateResult] = dict(args.gate)
-
-    def gates(name: str) -> GateResult:
-        return answers.get(name, "pending")
-
     # progress on stderr, the result on stdout
     reporter = JsonLinesReporter(sys.stderr) if args.json else TextReporter(sys.stderr)
     result = execute(
         provider,
         desired,
         strategy,
-        options=ExecuteOptions(gates=gates),
+        options=ExecuteOptions(gates=deploy_gates(args.gate, config)),
         reporter=reporter,
         poll_interval=args.poll_interval if args.poll_interval is not None else 2.0,
         lock_ttl=args.lock_ttl,
