@@ -69,12 +69,16 @@ from ._planning import (
 )
 from ._record import (
     APPROVED,
+    OP_ABORT,
+    OP_PROMOTE,
     PHASE,
     ROLLBACK_OF,
     ROLLING_BACK,
     TARGET,
     RecordView,
     gate_key,
+    instruction,
+    op_gate_key,
     pause_key,
 )
 from ._strategies import Immediate, Rolling, Strategy
@@ -724,6 +728,7 @@ class ExecutorCore:
         core's view is refreshed and every watched machine in it is reported."""
         self._now = now
         self._see_all(state)
+        self._take_instructions(state.record)
         for mid in sorted(self.watched):
             m = state.get(mid)
             if m is not None and (mid in self._watch or mid in self._settling):
@@ -745,6 +750,7 @@ class ExecutorCore:
             self._begin_planning(state)
             return
         self._record.update(state.record)
+        self._take_instructions(state.record)
         try:
             if self.mode == "draining":
                 self._prepare_rollback(state)
@@ -1184,11 +1190,34 @@ class ExecutorCore:
             run.waits.remove(w)
             self._check_waits(run)
 
+    def _instruction(self, key: str) -> str | None:
+        """An operator's instruction for this deployment (``zdd gate/abort/promote``)."""
+        if self.mode != "forward":
+            return None
+        return instruction(self._record, key, self._forward_target)
+
+    def _take_instructions(self, record: Mapping[str, str]) -> None:
+        """Operators' instructions, as the provider observed them: an abort rolls back
+        now; an answer or a promotion is acted on at once by the waits it concerns."""
+        ops = {k: v for k, v in record.items() if k.startswith("op.")}
+        if not ops or all(self._record.get(k) == v for k, v in ops.items()):
+            return
+        self._record.update(ops)
+        if self.mode == "finished":
+            return
+        if self._instruction(OP_ABORT):
+            self._emit(self.reporter.gate, self._elapsed, "abort", "requested by an operator")
+            self._fail("aborted by an operator (zdd abort)")
+            return
+        for run in list(self._waiting):
+            self._check_waits(run)
+
     def _check_waits(self, run: _Run) -> None:
+        promoted = self._instruction(OP_PROMOTE) is not None
         for w in list(run.waits):
             if isinstance(w, Pause):
                 started = RecordView(self._record).pause_started(w.key) or self._now
-                if self._now >= started + w.duration:
+                if promoted or self._now >= started + w.duration:
                     run.waits.remove(w)
                 else:
                     self._set_wake(started + w.duration)
@@ -1205,7 +1234,13 @@ class ExecutorCore:
             return
         poll = self.options.gate_poll
         reason = ""
-        if isinstance(self.options.gates, StatefulGateResolver):
+        answered = self._instruction(op_gate_key(gate.name))
+        if answered is None and self._instruction(OP_PROMOTE):
+            answered = "pass"
+        if answered is not None:
+            result: GateResult = "pass" if answered == "pass" else "fail"
+            reason = ": answered by an operator"
+        elif isinstance(self.options.gates, StatefulGateResolver):
             answer = self._ask_resolver(gate)
             result = answer.result
             reason = f": {answer.reason}" if answer.reason else ""

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 __all__ = [
+    "OP_ABORT",
+    "OP_PROMOTE",
     "APPROVED",
     "DEPLOYING",
     "DEPLOYMENT",
@@ -39,6 +41,8 @@ __all__ = [
     "encode_target",
     "from_key",
     "gate_key",
+    "instruction",
+    "op_gate_key",
     "image_key",
     "is_ascii_digits",
     "parse_ascii_int",
@@ -119,6 +123,30 @@ def bluegreen_key(group: str) -> str:
 def gate_key(name: str) -> str:
     """``approved`` once gate ``name`` passed."""
     return f"gate.{name}"
+
+
+#: Operators' instructions (``zdd gate``, ``zdd abort``, ``zdd promote``): written by
+#: another process through the provider's instruction channel, never by the deployer,
+#: each naming the deployment's target so a leftover one never acts on the next.
+OP_ABORT = "op.abort"
+OP_PROMOTE = "op.promote"
+
+
+def op_gate_key(name: str) -> str:
+    """An operator's answer to gate ``name``: ``pass <target>`` or ``fail <target>``."""
+    return f"op.gate.{name}"
+
+
+def instruction(values: Mapping[str, str], key: str, target: str | None) -> str | None:
+    """The instruction under ``key`` when it names ``target``: its word (``pass``,
+    ``fail``) for a gate, ``"yes"`` for abort and promote; ``None`` otherwise."""
+    raw = values.get(key)
+    if raw is None or not target or len(raw) > 10_000:
+        return None
+    word, _, named = raw.partition(" ")
+    if key.startswith("op.gate."):
+        return word if word in ("pass", "fail") and named == target else None
+    return "yes" if raw == target else None
 
 
 def image_key(group: str, version: str) -> str:

@@ -233,6 +233,8 @@ class SimulatedFleet:
         self.record: dict[str, str] = dict(state.record)
         self.lock: tuple[str, float, float] | None = None  # (owner, since, expires)
         self.listener: Callable[[str], None] | None = None
+        #: called when an operator's instruction lands (the driver reports the fleet)
+        self.instructed: Callable[[], None] | None = None
         self.api_calls = 0
         # counters kept incrementally (10k machines must stay cheap)
         self.serving: dict[str, int] = {}
@@ -637,6 +639,23 @@ class SimulatedFleet:
             self._crashing = False
 
     # -- the Provider protocol -------------------------------------------------
+
+    def instruct(self, values: Mapping[str, str], at: float | None = None) -> None:
+        """An operator's instruction (``op.*`` keys: ``zdd gate``, ``abort``,
+        ``promote``), landing at ``at`` on the virtual clock (default: now)."""
+        for key in values:
+            if not key.startswith("op."):
+                raise ProviderContractError(f"an instruction is an op.* key, not {key!r}")
+
+        def land() -> None:
+            self.record.update(values)
+            if self.instructed is not None:
+                self.instructed()
+
+        if at is None or at <= self.now:
+            land()
+        else:
+            self.schedule(at, land)
 
     def observe(self) -> FleetState:
         return FleetState(

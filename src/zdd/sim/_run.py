@@ -21,6 +21,7 @@ from .._executor import (
     FullObserved,
     GateResult,
     MachineSeen,
+    Observed,
     StatefulGateResolver,
     Tick,
 )
@@ -303,7 +304,12 @@ def _run_core(
             fleet.acquire_lock(owner, lock_ttl)
             fleet.schedule(fleet.now + lock_ttl / 3, refresh)
 
+    def instructed() -> None:
+        if alive[0] and not last[0].finished:
+            feed(Observed(fleet.now, fleet.observe()))  # an operator's instruction landed
+
     fleet.listener = listener
+    fleet.instructed = instructed
     feed(Begin(fleet.now, fleet.observe()))
     fleet.schedule(fleet.now + lock_ttl / 3, refresh)
     while alive[0] and not last[0].finished:
@@ -316,6 +322,7 @@ def _run_core(
             feed(Abort(fleet.now, "nothing left to happen, yet the deployment is not finished"))
             break
     fleet.listener = None
+    fleet.instructed = None
     return (not alive[0]), performed[0]
 
 
