@@ -406,3 +406,21 @@ def test_on_fly_a_canary_weight_is_previewed_as_the_machine_count_it_becomes(
     out, _ = capsys.readouterr()
     assert "50% as 3 canaries beside 3: the provider has no traffic weights" in out
     assert "(50%)" not in out and "weight" not in out.replace("traffic weights", "")
+
+
+def test_zdd_status_reads_a_fly_deployment_and_steering_says_it_is_not_there_yet(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "rolling")
+    where = ["--provider", "fly", "--config", str(config), "--api-url", server.url]
+    assert deploy(server, config) == 0
+    capsys.readouterr()
+    assert main(["status", *where]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("deployment: done (rolling): app -> ")
+    assert main(["status", *where, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["in_progress"] is False
+    # nothing in flight: exit 2, one line
+    assert main(["abort", *where]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to abort" in err

@@ -432,3 +432,100 @@ def test_the_frontend_address_is_configurable(app: Path) -> None:
     moved = zdd(app, "--bind", "127.0.0.1")
     assert moved.returncode == 2 and moved.stderr.startswith("zdd: error: --bind"), moved.stderr
     assert zdd(app, "--bind", "127.0.0.2").returncode == 0
+
+
+# -- steering a deployment in flight: zdd status / gate / abort / promote -----------
+
+GATED = """
+[deploy]
+strategy = "canary"
+max_surge = 1
+drain_delay = "0s"
+
+[[deploy.canary_steps]]
+machines = 1
+gate = "canary-ok"
+"""
+
+
+def steer(app: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zdd", *args],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+def _gated(app: Path) -> subprocess.Popen[str]:
+    text = FLY_TOML.format(python=sys.executable)
+    start = text.index("[deploy]")
+    (app / "fly.toml").write_text(text[:start] + GATED)
+    proc = subprocess.Popen(
+        [*_DEPLOY],
+        cwd=app,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "wait   gate canary-ok" in line:
+            break
+    return proc
+
+
+def test_status_and_gate_steer_a_waiting_canary(app: Path) -> None:
+    assert zdd(app).returncode == 0
+    # nothing in flight: one line, exit 2
+    out = steer(app, "gate", "canary-ok", "pass")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "nothing to gate: the last deployment is done" in out.stderr
+    proc = _gated(app)
+    status = steer(app, "status")
+    assert status.returncode == 4, status.stdout + status.stderr  # in progress
+    assert "deployment: deploying (canary): app -> v2" in status.stdout
+    doc = json.loads(steer(app, "status", "--json").stdout)
+    assert doc["in_progress"] is True and doc["target"] == {"app": "v2"}
+    answered = steer(app, "gate", "canary-ok", "pass")
+    assert answered.returncode == 0, answered.stderr
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "gate   canary-ok: pass" in err
+    assert steer(app, "status").returncode == 0
+    assert get(port_of(app)) == (200, "version v2\n")
+
+
+def test_an_answer_given_while_the_deployer_was_dead_is_picked_up(app: Path) -> None:
+    assert zdd(app).returncode == 0
+    proc = _gated(app)
+    proc.kill()
+    proc.wait(10)
+    assert steer(app, "gate", "canary-ok", "pass").returncode == 0
+    resumed = zdd(app, "--version", "v2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "gate   canary-ok: pass" in resumed.stderr
+    assert get(port_of(app)) == (200, "version v2\n")
+
+
+def test_abort_rolls_back_and_promote_needs_a_canary(app: Path) -> None:
+    assert zdd(app).returncode == 0
+    proc = _gated(app)
+    assert steer(app, "abort").returncode == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "aborted by an operator (zdd abort)" in err
+    status = steer(app, "status")
+    assert status.returncode == 1 and "rolled back" in status.stdout
+    assert get(port_of(app)) == (200, "version v1\n")
+    out2 = steer(app, "abort")
+    assert out2.returncode == 2 and "nothing to abort" in out2.stderr
+    # promote skips the gate
+    proc = _gated(app)
+    assert steer(app, "promote").returncode == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert get(port_of(app)) == (200, "version v2\n")

@@ -4,7 +4,14 @@ the deployment it is for."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 import zdd
+from zdd._status import status_of
+from zdd.cli import main
 from zdd.providers.simulated import SimulatedFleet
 from zdd.sim import simulate_fleet
 
@@ -73,3 +80,36 @@ def test_an_instruction_for_another_deployment_is_ignored() -> None:
     report = run(f, GATED, gate_timeout=600.0)
     assert not report.converged
     assert "still pending after 600s" in (report.error or "")
+
+
+def test_status_reads_the_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = {
+        "phase": "deploying",
+        "strategy": "canary",
+        "target": "app=v2",
+        "from.app": "v1",
+        "analysis.canary-ok.began": "10.0",
+        "analysis.canary-ok.0": "pass;0.000;0.001;-;",
+        "analysis.canary-ok.1": "fail;60.000;0.2;-;not <= 0.01",
+        "op.abort": "app=v2",
+    }
+    state = zdd.FleetState(
+        machines=[zdd.Machine(id="m1", version="v1"), zdd.Machine(id="c1", version="v2")],
+        record=record,
+    )
+    status = status_of(state)
+    assert status is not None and status.in_progress and status.exit_code == 4
+    assert status.gates == {"canary-ok": "measuring"}
+    assert [m.outcome for m in status.measurements["canary-ok"]] == ["pass", "fail"]
+    assert status.instructions == {"op.abort": "app=v2"}
+    assert "measurement 2: 0.2 -> fail: not <= 0.01" in status.to_text()
+    assert status_of(zdd.FleetState(machines=[])) is None
+    # the CLI reads it from fleet JSON too
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps(zdd.fleet_to_json(state)))
+    assert main(["status", "--fleet", str(path)]) == 4
+    assert "gate      canary-ok: measuring" in capsys.readouterr().out
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(zdd.fleet_to_json(zdd.FleetState(machines=[]))))
+    assert main(["status", "--fleet", str(empty)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -35,6 +35,7 @@ PURE = [
     "_hooks.py",
     "providers/_fly_config.py",
     "_analysis.py",
+    "_status.py",
     *[f"_planning/{p.name}" for p in (SRC / "_planning").glob("*.py")],
 ]
 ALLOWED_STDLIB = {
@@ -64,6 +65,7 @@ PURE_INTERNAL = {
     "_executor",
     "_hooks",
     "_analysis",
+    "_status",
 }
 FORBIDDEN_NAMES = {"open", "print", "input", "exec", "eval", "__import__", "breakpoint"}
 

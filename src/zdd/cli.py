@@ -23,7 +23,7 @@ from typing import NoReturn
 
 import attrs
 
-from . import _local_deploy
+from . import _cli_steer, _local_deploy
 from ._config import (
     STRATEGY_NAMES,
     Canary,
@@ -286,6 +286,7 @@ def _build_parser() -> _Parser:
         help="answer a gate: pass or fail (unanswered gates wait for approval)",
     )
     _local_deploy.add_flags(d)
+    _cli_steer.add_commands(sub)
     return parser
 
 
@@ -813,6 +814,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _cmd_deploy(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command in _cli_steer.COMMANDS:
+            return _cli_steer.run(args)
         raise _UsageError(f"unknown command {args.command!r}")  # pragma: no cover
     except _UsageError as exc:
         _fail(str(exc))

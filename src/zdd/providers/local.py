@@ -173,6 +173,9 @@ _FORMAT = 1
 #: Prometheus file-based service discovery: every machine process, labelled with its
 #: version, group and machine id (``file_sd_configs``)
 TARGETS = "prometheus_targets.json"
+#: Operators' instructions (``zdd gate/abort/promote``), written by other processes:
+#: a file of their own, since the deployer rewrites ``state.json`` from memory
+_INSTRUCTIONS = "instructions.json"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: a machine id (and its log file's name): a plan's name or local-N
 _MACHINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -461,10 +464,25 @@ class LocalProvider:
             )
             haproxy.stop(signal.SIGTERM, 2.0)
         _sweep(fleet, keep=set())
-        for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS):
+        for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS, _INSTRUCTIONS):
             with contextlib.suppress(OSError):
                 (path / name).unlink()
         return stopped
+
+    @staticmethod
+    def instruct(state_dir: str | os.PathLike[str], values: Mapping[str, str]) -> None:
+        """Leave an operator's instruction (``op.*`` keys) for the fleet in ``state_dir``:
+        its deployer reads it at its next look at the fleet. Needs no lock."""
+        path = Path(state_dir).absolute()
+        if not (path / _STATE).exists():
+            raise InvalidConfig(f"{path} holds no local fleet", field="state_dir")
+        check_private_dir(path, "state_dir")
+        for key in values:
+            if not key.startswith("op."):
+                raise ProviderContractError(f"an instruction is an op.* key, not {key!r}")
+        doc = _instructions(path)
+        doc.update({str(k): str(v) for k, v in values.items()})
+        write_private(path / _INSTRUCTIONS, json.dumps(doc, indent=1, sort_keys=True))
 
     @staticmethod
     def peek(state_dir: str | os.PathLike[str]) -> FleetState | None:
@@ -518,6 +536,7 @@ class LocalProvider:
                     labels=rec.labels,
                 )
             )
+        record.update(_instructions(path))
         return FleetState(machines=machines, record=record)
 
     @property
@@ -660,6 +679,7 @@ class LocalProvider:
         with self._mu:
             recs = list(self._recs.values())
             record = dict(self._record)
+        record.update(_instructions(self.state_dir))
         return FleetState(
             machines=[self._freeze(r, rows) for r in recs if r.phase != "destroying"],
             record=record,
@@ -690,6 +710,9 @@ class LocalProvider:
             with self._mu:
                 if action.replace:
                     self._record.clear()
+                    # a new deployment: operators' instructions were for an earlier one
+                    with contextlib.suppress(OSError):
+                        (self.state_dir / _INSTRUCTIONS).unlink()
                 self._record.update(action.values)
                 self._save()
             return None
@@ -815,7 +838,7 @@ class LocalProvider:
             for p in procs:
                 p.wait(2.0)
             _sweep(self.fleet, keep=set())
-            for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS):
+            for name in (_SOCKET, _STATE, _LOCK, _LOCK_GUARD, _CONFIG, TARGETS, _INSTRUCTIONS):
                 with contextlib.suppress(OSError):
                     (self.state_dir / name).unlink()
             if self._own_dir:
@@ -1463,6 +1486,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
     write_private(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+def _instructions(state_dir: Path) -> dict[str, str]:
+    """The operators' instructions left in ``state_dir`` (``op.*`` keys only)."""
+    doc = _read_json(state_dir / _INSTRUCTIONS)
+    return {
+        str(k): str(v)
+        for k, v in doc.items()
+        if isinstance(k, str) and k.startswith("op.") and isinstance(v, str) and len(v) < 10_000
+    }
 
 
 def _digits(text: str) -> bool:
