@@ -1245,9 +1245,12 @@ class FlyMachinesServer:
         self._write_metadata(fm, r.body.get("metadata") or {})
         return _Reply(204)
 
+    # The per-key metadata endpoints take no lease nonce: the OpenAPI description
+    # lists no fly-machine-lease-nonce parameter for them, and fly-go's SetMetadata and
+    # DeleteMetadata send none (flaps/flaps_machines.go). So another process (an
+    # operator's `zdd gate`) can write one while a deployer holds the machine's lease.
     def _metadata_key_set(self, mid: str, key: str, r: _Request) -> _Reply:
         fm = self._get(mid)
-        self._check_lease(fm, r.headers)
         if "value" not in r.body:
             raise _Error(400, "invalid_argument: value is required")
         self._write_metadata(fm, {key: r.body["value"]})
@@ -1255,7 +1258,6 @@ class FlyMachinesServer:
 
     def _metadata_key_del(self, mid: str, key: str, r: _Request) -> _Reply:
         fm = self._get(mid)
-        self._check_lease(fm, r.headers)
         self._write_metadata(fm, {key: None})
         return _Reply(204)
 

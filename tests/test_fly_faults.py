@@ -591,3 +591,57 @@ def test_updates_send_current_version_and_refreshes_their_nonce(
     refresh = [r for r in server.requests[seen:] if r.path.endswith("/lease")]
     assert [r.status for r in refresh] == [201, 201, 201], refresh
     p.release_lock("zdd-test")
+
+
+def test_an_operator_answers_a_gate_while_the_deployer_holds_the_leases(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``zdd gate`` writes its instruction to machine metadata, which takes no lease."""
+    config = write_config(tmp_path, "canary")
+    text = config.read_text().replace(
+        "[http_service]",
+        '  [[deploy.canary_steps]]\n    machines = 1\n    gate = "canary-ok"\n\n[http_service]',
+    )
+    config.write_text(text)
+    proc = spawn(server, config)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "wait   gate canary-ok" in line:
+            break
+    where = ["--provider", "fly", "--config", str(config), "--api-url", server.url]
+    assert zdd.cli.main(["status", *where]) == 4
+    assert "deploying (canary)" in capsys.readouterr().out
+    assert zdd.cli.main(["gate", "canary-ok", "pass", *where]) == 0
+    capsys.readouterr()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "gate   canary-ok: pass" in err
+    assert_clean(server, image=NEW, version="v2")
+    assert zdd.cli.main(["status", *where]) == 0
+
+
+def test_an_answer_given_while_the_fly_deployer_was_dead_is_picked_up(
+    server: FlyMachinesServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "canary")
+    config.write_text(
+        config.read_text().replace(
+            "[http_service]",
+            '  [[deploy.canary_steps]]\n    machines = 1\n    gate = "canary-ok"\n\n[http_service]',
+        )
+    )
+    proc = spawn(server, config)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "wait   gate canary-ok" in line:
+            break
+    proc.kill()
+    proc.wait(10)
+    where = ["--provider", "fly", "--config", str(config), "--api-url", server.url]
+    assert zdd.cli.main(["gate", "canary-ok", "pass", *where]) == 0
+    capsys.readouterr()
+    code = deploy(server, config)  # the same command again: resumes, the answer waits
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "gate   canary-ok: pass" in err
+    assert_clean(server, image=NEW, version="v2")

@@ -21,6 +21,8 @@ from ._status import DeploymentStatus, status_of
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from .providers.fly import FlyMachines
+
 __all__ = ["add_commands", "run"]
 
 COMMANDS = ("status", "gate", "abort", "promote")
@@ -77,17 +79,21 @@ def _observe(args: argparse.Namespace) -> FleetState:
         if state is None:
             raise InvalidConfig(f"{args.state_dir} holds no local fleet", field="--state-dir")
         return state
+    provider = _fly(args)
+    try:
+        return provider.observe()
+    finally:
+        provider.close()
+
+
+def _fly(args: argparse.Namespace) -> FlyMachines:
     from ._config import load_config
     from .providers.fly import FlyMachines
 
     app = args.app or (load_config(args.config).app if args.config else None)
     if not app:
         raise InvalidConfig("give the Fly app (or --config with app in it)", field="--app")
-    provider = FlyMachines(app, base_url=args.api_url)
-    try:
-        return provider.observe()
-    finally:
-        provider.close()
+    return FlyMachines(app, base_url=args.api_url)
 
 
 def _in_progress(status: DeploymentStatus | None, verb: str) -> DeploymentStatus:
@@ -107,12 +113,11 @@ def _instruct(args: argparse.Namespace, values: Mapping[str, str]) -> None:
 
         LocalProvider.instruct(args.state_dir, values)
         return
-    raise InvalidConfig(
-        "not available on Fly yet: the instruction would be machine metadata, which a "
-        "deployer's leases may guard (docs/decisions/0012); answer gates up front with "
-        "zdd deploy --gate NAME=pass",
-        field=args.command,
-    )
+    provider = _fly(args)
+    try:
+        provider.instruct(values)
+    finally:
+        provider.close()
 
 
 def run(args: argparse.Namespace) -> int:

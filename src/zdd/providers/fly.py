@@ -47,7 +47,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -88,6 +88,10 @@ __all__ = ["DEFAULT_BASE_URL", "FlyMachines"]
 
 RELEASE_GROUP = "fly_app_release_command"
 RECORD_KEY = "zdd_record"
+#: Operators' instructions (``zdd gate/abort/promote``): a JSON object of ``op.*`` keys
+#: in this metadata key of one app machine, written without a lease (the Machines
+#: API's metadata keys take no lease nonce; docs/decisions/0012)
+OP_KEY = "zdd_op"
 _STATES = {
     "created": MachineState.CREATED,
     "creating": MachineState.CREATED,
@@ -226,13 +230,44 @@ class FlyMachines:
                 seq, values = _decode_record(doc)
                 if seq > best_seq:
                     best_seq, record = seq, values
+        ops = _instructions(raw)
         with self._lock:
             if not self._lapsed():
                 # while the leases may have lapsed, a newer record is another
                 # deployment's until the next write's check says otherwise
                 self._record_seq = max(self._record_seq, best_seq)
                 self._record = dict(record)
-        return FleetState(machines=machines, record=record)
+        return FleetState(machines=machines, record={**record, **ops})
+
+    def instruct(self, values: Mapping[str, str]) -> None:
+        """Leave an operator's instruction (``op.*`` keys) for the deployer: in the
+        ``zdd_op`` metadata of one app machine, merged with what is there. Needs no
+        lease; the deployer reads it at its next look at the fleet."""
+        for key in values:
+            if not key.startswith("op."):
+                raise ProviderContractError(f"an instruction is an op.* key, not {key!r}")
+        raw = self._list()
+        apps = sorted(
+            (item for item in raw if isinstance(item, dict)),
+            key=lambda item: str(item.get("id")),
+        )
+        apps = [
+            item
+            for item in apps
+            if _metadata(item).get("fly_process_group") != RELEASE_GROUP
+            and str(item.get("state")) not in ("destroyed", "destroying")
+        ]
+        if not apps:
+            raise ActionFailed("the app has no machine to leave an instruction on")
+        doc = {**_instructions(raw), **{str(k): str(v) for k, v in values.items()}}
+        mid = str(apps[0]["id"])
+        self._request(
+            "POST",
+            f"/machines/{_q(mid)}/metadata/{OP_KEY}",
+            action="metadata",
+            machine=mid,
+            body={"value": json.dumps(doc, sort_keys=True)},
+        )
 
     def machine(self, machine_id: str) -> Machine | None:
         try:
@@ -847,6 +882,7 @@ class FlyMachines:
             if _metadata(item).get("fly_process_group") != RELEASE_GROUP
             and str(item.get("state")) not in ("destroyed", "destroying")
         ]
+        replace = action.replace
 
         def write(mid: str) -> ZddError | None:
             try:
@@ -855,7 +891,8 @@ class FlyMachines:
                     f"/machines/{_q(mid)}/metadata",
                     mid,
                     action="metadata",
-                    body={"metadata": {RECORD_KEY: doc}},
+                    # a new deployment: operators' instructions were for an earlier one
+                    body={"metadata": {RECORD_KEY: doc, **({OP_KEY: None} if replace else {})}},
                 )
             except ActionFailed as exc:
                 if _status(exc) == 404:
@@ -1062,6 +1099,28 @@ def _check_config(check: Any) -> dict[str, Any]:
 
 def _encode_record(seq: int, record: Mapping[str, str]) -> str:
     return json.dumps({"seq": seq, "record": dict(record)}, sort_keys=True, separators=(",", ":"))
+
+
+def _instructions(raw: Sequence[Any]) -> dict[str, str]:
+    """Operators' instructions in the machines' ``zdd_op`` metadata (``op.*`` only)."""
+    out: dict[str, str] = {}
+    for item in raw:
+        text = _metadata(item).get(OP_KEY) if isinstance(item, dict) else None
+        if not text or len(text) > 100_000:
+            continue
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(doc, dict):
+            out.update(
+                {
+                    k: v
+                    for k, v in doc.items()
+                    if isinstance(k, str) and k.startswith("op.") and isinstance(v, str)
+                }
+            )
+    return out
 
 
 def _decode_record(doc: str) -> tuple[int, dict[str, str]]:
