@@ -154,7 +154,12 @@ class _Proc:
     def alive(self) -> bool:
         """Running, and (adopted) provably the process that was started."""
         if self.popen is not None:
-            return self.popen.poll() is None  # our child: its pid cannot be reused
+            if self.popen.poll() is not None:
+                return False  # our child: its pid cannot be reused until this reaps it
+            # a killed multi-threaded process: its leader is a zombie while the other
+            # threads exit, and waitpid() does not report it until they have
+            info = _proc_stat(self.pid)
+            return info is None or info[0] not in ("Z", "X")
         if isinstance(self.pid, bool) or not isinstance(self.pid, int) or self.pid <= 1:
             return False
         try:

@@ -1181,6 +1181,9 @@ class LocalProvider:
         with self._haproxy_mu:
             if self._haproxy is not haproxy:
                 return  # another thread restarted it
+            # let it finish dying: its listening socket is only closed once every
+            # thread of it has exited
+            haproxy.wait(5.0)
             try:
                 self._start_haproxy(self.port)
             except InvalidConfig as exc:
@@ -1208,7 +1211,15 @@ class LocalProvider:
         HAProxyRuntime(str(self._socket_path)).command(command, missing_ok=missing_ok)
 
     def _servers(self) -> dict[str, dict[str, str]]:
-        """``show servers state app``: one row per server name."""
+        """``show servers state app``: one row per server name. An HAProxy that dies
+        under the question is waited for (a second), restarted, and asked again."""
+        try:
+            return HAProxyRuntime(str(self._socket_path)).servers()
+        except ActionFailed:
+            haproxy = self._haproxy
+            if haproxy is None or not haproxy.wait(1.0):
+                raise  # it runs: the failure is something else
+        self._ensure_haproxy()
         return HAProxyRuntime(str(self._socket_path)).servers()
 
     def stats(self) -> list[dict[str, str]]:
