@@ -343,8 +343,14 @@ class FlyMachinesServer:
                 return mid
 
     def _new_name(self) -> str:
+        """A generated name no machine of the app has (Fly's own are unique too: the
+        uniqueness check below is for names the client chose)."""
         r = self._ids
-        return f"{r.choice(_ADJ)}-{r.choice(_NOUN)}-{r.randrange(10000):04d}"
+        taken = {m.name for m in self._machines.values() if not m.destroyed}
+        while True:
+            name = f"{r.choice(_ADJ)}-{r.choice(_NOUN)}-{r.randrange(10000):04d}"
+            if name not in taken:
+                return name
 
     # -- machines --------------------------------------------------------------------
 
