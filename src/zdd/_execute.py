@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from ._errors import (
     ActionFailed,
@@ -110,6 +112,8 @@ def execute(
     drv = _Driver(core, provider, pool, clock)
     refresh: _Refresh | None = None
     interrupted = 0
+    signals = _Signals()
+    signals.install()
     try:
         try:
             first = _observe(provider)
@@ -122,6 +126,8 @@ def execute(
         next_refresh = clock() + lock_ttl / 3
         while True:
             try:
+                if signals.take():
+                    raise KeyboardInterrupt  # delivered here, where no event is half-fed
                 if drv.cmds.finished and not drv.futures:
                     break
                 now = clock()
@@ -157,11 +163,15 @@ def execute(
                 )
                 timeout = max(0.0, min(timeout, poll_interval))
                 if drv.futures:
-                    done, _ = wait(list(drv.futures), timeout=timeout, return_when=FIRST_COMPLETED)
+                    with signals.interruptible():
+                        done, _ = wait(
+                            list(drv.futures), timeout=timeout, return_when=FIRST_COMPLETED
+                        )
                     for fut in done:
                         drv.deliver(fut)
                 elif timeout > 0:
-                    (sleep or time.sleep)(timeout)
+                    with signals.interruptible():
+                        (sleep or time.sleep)(timeout)
                 drv.feed(Tick(clock()))
                 if drv.cmds.interrupt_pending:
                     raise KeyboardInterrupt
@@ -179,6 +189,7 @@ def execute(
             actions=core.actions,
         )
     finally:
+        signals.restore()
         pool.shutdown(wait=True, cancel_futures=True)
         if refresh is not None:
             refresh.close()
@@ -186,6 +197,57 @@ def execute(
             provider.release_lock(holder)
     assert drv.cmds.result is not None
     return drv.cmds.result
+
+
+class _Signals:
+    """Ctrl-C (and a SIGTERM the CLI turns into one) delivered where the driver can take
+    it: only while it waits, or at the top of its loop. An interrupt raised anywhere
+    else (between a finished provider call and the event that reports it, in the
+    middle of the core's handling) would lose an answer, and the rollback it starts
+    would wait for that answer for ever. Only handlers that raise
+    ``KeyboardInterrupt`` (Python's own, the CLI's) are taken over; others are left."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._open = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if previous is signal.default_int_handler or getattr(previous, "zdd_interrupts", False):
+                self._previous[sig] = previous
+                signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self._open:
+            self._open = False
+            raise KeyboardInterrupt
+        self.pending += 1
+
+    def take(self) -> bool:
+        if self.pending:
+            self.pending -= 1
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        if self.pending:
+            self.take()
+            raise KeyboardInterrupt
+        self._open = True
+        try:
+            yield
+        finally:
+            self._open = False
 
 
 class _Refresh:

@@ -777,6 +777,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+#: zdd.execute() may defer it to a safe point of its loop, as it does Ctrl-C
+_on_sigterm.zdd_interrupts = True  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code.
 
