@@ -423,13 +423,7 @@ class LocalProvider:
         path = Path(state_dir).absolute()
         if not (path / _STATE).exists():
             return 0
-        check_private_dir(path, "state_dir")
-        doc = _read_json(path / _STATE)
-        if not doc or doc.get("format") != _FORMAT:
-            raise InvalidConfig(
-                f"{path / _STATE} is not a zdd local fleet state (damaged, or a link)",
-                field="state_dir",
-            )
+        doc = _fleet_doc(path)
         try:
             fleet = str(doc["fleet"])
             specs = _specs(doc.get("releases"))
@@ -493,13 +487,7 @@ class LocalProvider:
         path = Path(state_dir).absolute()
         if not (path / _STATE).exists() and not (path / _STATE).is_symlink():
             return None
-        check_private_dir(path, "state_dir")
-        doc = _read_json(path / _STATE)
-        if not doc or doc.get("format") != _FORMAT:
-            raise InvalidConfig(
-                f"{path / _STATE} is not a zdd local fleet state (damaged, or a link)",
-                field="state_dir",
-            )
+        doc = _fleet_doc(path)
         try:
             fleet = str(doc["fleet"])
             record = {str(k): str(v) for k, v in dict(doc["record"]).items()}
@@ -1497,6 +1485,19 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, doc: Mapping[str, Any]) -> None:
     write_private(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+def _fleet_doc(path: Path) -> dict[str, Any]:
+    """``path``'s ``state.json`` for a later process (peek, shutdown): the directory
+    checked as it is for a provider, the document refused unless it is a fleet's."""
+    check_private_dir(path, "state_dir")
+    doc = _read_json(path / _STATE)
+    if not doc or doc.get("format") != _FORMAT:
+        raise InvalidConfig(
+            f"{path / _STATE} is not a zdd local fleet state (damaged, or a link)",
+            field="state_dir",
+        )
+    return doc
 
 
 def _instructions(state_dir: Path) -> dict[str, str]:
