@@ -126,6 +126,11 @@ class _Proc:
     start: str | None
     popen: subprocess.Popen[bytes] | None = None
     marker: str | None = None  # NAME=value that the process's environment must hold
+    # the marker was seen in this (pid, start time)'s environment: that pair names one
+    # process for as long as it exists, so the proof holds until it is gone. It must:
+    # an exiting process frees its memory before it becomes a zombie, and meanwhile
+    # /proc/<pid>/environ fails with ESRCH while /proc/<pid>/stat still says running
+    _proved: bool = attrs.field(default=False, init=False, repr=False)
 
     @classmethod
     def spawn(
@@ -176,7 +181,11 @@ class _Proc:
             return False
         if pgid != self.pid:
             return False  # not the leader of its own group: never ours
-        return self.marker is None or _environ_has(self.pid, self.marker) is not False
+        if self.marker is None or self._proved:
+            return True
+        found = _environ_has(self.pid, self.marker)
+        self._proved = found is True
+        return found is not False
 
     def signal_group(self, sig: int) -> None:
         """Signal the process group, only when it is proved to be ours (:meth:`alive`)."""
@@ -279,10 +288,15 @@ def _pid_exists(pid: object, start: object) -> bool:
     return info[0] not in ("Z", "X") and info[2] == start
 
 
-def _sweep(fleet: str, keep: set[int]) -> None:
-    """SIGKILL processes of this fleet that nobody records (Linux: /proc environ)."""
+def _sweep(fleet: str, keep: set[int], wait: float = 2.0) -> None:
+    """SIGKILL processes of this fleet that nobody records (Linux: /proc environ).
+
+    Waits up to ``wait`` seconds for them to be gone (or zombies), so that what
+    follows a sweep, a teardown's end or a restart on the same port, never meets them.
+    """
     if not sys.platform.startswith("linux"):
         return
+    killed: dict[int, str] = {}
     marker = f"{FLEET_ENV}={fleet}".encode()
     me = os.getpid()
     try:
@@ -309,3 +323,12 @@ def _sweep(fleet: str, keep: set[int]) -> None:
             continue  # a recorded machine, or a process of its group
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+            killed[pid] = info[2]
+    deadline = time.monotonic() + wait
+    while killed and time.monotonic() < deadline:
+        for pid, start in list(killed.items()):
+            info = _proc_stat(pid)
+            if info is None or info[0] in ("Z", "X") or info[2] != start:
+                del killed[pid]
+        if killed:
+            time.sleep(0.01)
