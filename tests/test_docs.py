@@ -30,6 +30,14 @@ Conventions (the docs follow them):
   (real HAProxy and processes, real time; a ``--dry-run`` excepted) carry the
   ``haproxy`` marker and skip where ``haproxy`` is missing; the rest is in the
   fast lane. ``zdd deploy --provider fly`` cannot run here: opt out.
+- **A Python example** is a fenced block tagged ``python``. It runs as a
+  script (``python example.py``, a fresh interpreter) and must exit 0. What it
+  prints (stdout and stderr interleaved) is shown in an untagged fenced block
+  right after it (blank lines between are allowed), with the same wildcards; a
+  block that prints something must show it. One that imports ``LocalProvider``
+  or ``zdd.demo`` is in the ``haproxy`` lane. Every fenced block that starts
+  with ``import`` or ``from ... import`` must be tagged ``python``; a signature
+  or a fragment is tagged ``text`` or opts out.
 - **Where**: each block runs in a fresh temporary directory holding a copy of
   ``examples/`` and an empty ``docs/img/``, so ``--svg docs/img/x.svg`` writes
   there, never to a tracked file. Runs are deterministic: ``zdd simulate`` is
@@ -67,6 +75,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: How many console blocks opt out with ``<!-- docs-test: skip (reason) -->``.
 SKIPPED_BLOCKS = 4
+
+#: How many Python blocks opt out the same way.
+SKIPPED_PYTHON = 2
+
+#: How long a Python example may run before it counts as hung.
+PYTHON_TIMEOUT = 300.0
 
 UPDATE_ENV = "ZDD_DOCS_UPDATE"
 
@@ -160,6 +174,38 @@ def fenced_blocks(path: Path) -> Iterator[Block]:
 
 def console_blocks(paths: Sequence[Path] | None = None) -> list[Block]:
     return [b for p in (paths or doc_files()) for b in fenced_blocks(p) if b.info == "console"]
+
+
+@attrs.frozen
+class PythonExample:
+    code: Block
+    output: Block | None  # the untagged block right after it: what it prints
+
+    @property
+    def name(self) -> str:
+        return self.code.name
+
+    @property
+    def needs_haproxy(self) -> bool:
+        text = "\n".join(self.code.body)
+        return "LocalProvider" in text or "zdd.demo" in text
+
+
+def python_examples(paths: Sequence[Path] | None = None) -> list[PythonExample]:
+    examples: list[PythonExample] = []
+    for path in paths or doc_files():
+        lines = path.read_text(encoding="utf-8").split("\n")
+        blocks = list(fenced_blocks(path))
+        for k, block in enumerate(blocks):
+            if block.info != "python":
+                continue
+            after = blocks[k + 1] if k + 1 < len(blocks) else None
+            if after is not None:
+                between = lines[block.line + len(block.body) + 1 : after.line - 1]
+                if after.info or any(line.strip() for line in between):
+                    after = None
+            examples.append(PythonExample(block, after))
+    return examples
 
 
 # -- matching ---------------------------------------------------------------------
@@ -350,6 +396,81 @@ def run_block(block: Block) -> list[Outcome]:
     return outcomes
 
 
+def run_python(example: PythonExample) -> tuple[int, list[str]]:
+    """Run a Python example as a script in the sandbox; its exit code and output."""
+    import subprocess
+
+    with sandbox() as work:
+        script = work / "example.py"
+        script.write_text("\n".join(example.code.body) + "\n", encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ZDD_")}
+        try:
+            done = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=PYTHON_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CannotRun(f"it ran for more than {PYTHON_TIMEOUT:.0f}s") from exc
+    return done.returncode, done.stdout.decode("utf-8", "replace").split("\n")
+
+
+def update_output(example: PythonExample, merged: Sequence[str]) -> bool:
+    """Re-paste a Python example's output block; whether anything changed."""
+    output = example.output
+    if output is None:
+        return False
+    lines = output.path.read_text(encoding="utf-8").split("\n")
+    start, end = output.line, output.line + len(output.body)
+    if tuple(lines[start:end]) != output.body:
+        raise RuntimeError(f"{output.name} changed on disk while it ran")
+    if tuple(merged) == output.body:
+        return False
+    lines[start:end] = merged
+    output.path.write_text("\n".join(lines), encoding="utf-8")
+    return True
+
+
+def _fresh_python(example: PythonExample) -> PythonExample:
+    return next(e for e in python_examples([example.code.path]) if e.code.body == example.code.body)
+
+
+def check_python(example: PythonExample, *, update: bool = False) -> str | None:
+    """Run it; what is wrong with it (None when it prints what it shows)."""
+    rel = example.code.path.relative_to(ROOT)
+    code, printed = run_python(example)
+    if code != 0:
+        tail = "\n".join(_clean(printed)[-15:])
+        return f"{example.name}: exited {code}:\n{tail}"
+    if example.output is None:
+        if _clean(printed):
+            shown = "\n".join(_clean(printed)[:10])
+            return (
+                f"{example.name}: it prints something and no block after it shows it; add an "
+                f"untagged ``` block right after it with:\n{shown}"
+            )
+        return None
+    matches, merged = merge(example.output.body, printed)
+    if update:
+        update_output(example, merged)
+        return None
+    if matches:
+        return None
+    import difflib
+
+    shown = _clean(example.output.body)
+    diff = difflib.unified_diff(shown, merged, "shown in the doc", "printed now", lineterm="", n=2)
+    return (
+        f"{example.output.name}: the example above it printed something else (- the doc, "
+        f"+ the output; `python tests/test_docs.py --update {rel}` re-pastes):\n" + "\n".join(diff)
+    )
+
+
 def failure_report(block: Block, outcomes: Sequence[Outcome]) -> str:
     import difflib
 
@@ -444,6 +565,55 @@ def test_console_example(block: Block) -> None:
         pytest.fail(failure_report(block, outcomes), pytrace=False)
 
 
+def _python_params() -> list[object]:
+    params: list[object] = []
+    for example in python_examples():
+        marks = [pytest.mark.haproxy] if example.needs_haproxy else []
+        params.append(pytest.param(example, id=example.name, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("example", _python_params())
+def test_python_example(example: PythonExample) -> None:
+    if example.code.skip is not None:
+        pytest.skip(f"{example.name}: docs-test: skip ({example.code.skip})")
+    if example.needs_haproxy and shutil.which("haproxy") is None:
+        pytest.skip(f"{example.name}: the local provider needs HAProxy (apt-get install haproxy)")
+    before = _watched()
+    update = bool(os.environ.get(UPDATE_ENV))
+    if update:
+        example = _fresh_python(example)
+    try:
+        problem = check_python(example, update=update)
+    except CannotRun as exc:
+        pytest.fail(f"{example.name}: {exc}", pytrace=False)
+    assert _watched() == before, f"{example.name} wrote to a tracked file"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+
+
+_LOOKS_PYTHON = re.compile(r"^(import \w|from [\w.]+ import )")
+
+
+def test_every_python_example_is_tagged_and_counted() -> None:
+    """Python code not tagged ``python`` would escape the test; opt-outs are counted."""
+    untagged = [
+        f"{b.path.relative_to(ROOT)}:{b.line}"
+        for p in doc_files()
+        for b in fenced_blocks(p)
+        if b.info not in ("python", "console") and b.body and _LOOKS_PYTHON.match(b.body[0])
+    ]
+    assert not untagged, f"tag these blocks ```python (or they are not tested): {untagged}"
+    examples = python_examples()
+    no_reason = [e.name for e in examples if e.code.skip == ""]
+    assert not no_reason, f"give a reason: <!-- docs-test: skip (why) --> at {no_reason}"
+    skipped = [f"{e.name} ({e.code.skip})" for e in examples if e.code.skip]
+    assert len(skipped) == SKIPPED_PYTHON, (
+        f"{len(skipped)} Python blocks opt out, SKIPPED_PYTHON says {SKIPPED_PYTHON}; "
+        f"update it if that is intended:\n  " + "\n  ".join(skipped)
+    )
+
+
 def test_every_example_is_a_console_block() -> None:
     """A block of commands not tagged ``console`` would escape the test; an
     opt-out needs a reason, and the opt-outs are counted."""
@@ -499,6 +669,21 @@ def _main(argv: Sequence[str]) -> int:
             continue
         if update_block(block, outcomes):
             print(f"updated {block.name}")
+            changed += 1
+    for example in python_examples(paths):
+        if example.code.skip is not None or example.needs_haproxy or example.output is None:
+            continue
+        example = _fresh_python(example)
+        before = example.output.body if example.output is not None else ()
+        try:
+            problem = check_python(example, update=True)
+        except CannotRun as exc:
+            problem = str(exc)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            failed += 1
+        elif _fresh_python(example).output != attrs.evolve(example.output, body=before):
+            print(f"updated {example.name}")
             changed += 1
     print(
         f"{changed} blocks updated ({failed} could not run); `zdd demo` blocks: use "
