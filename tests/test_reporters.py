@@ -49,3 +49,24 @@ def test_auto_detection_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "xterm-256color")
     assert TextReporter(_Tty()).color is True
+
+
+def test_clock_values_in_the_record_read_as_times() -> None:
+    """A pause's or an analysis' start is a float on the executor's clock: a wall-clock
+    one reads as UTC, a simulated one as it is; JSON lines keep the value."""
+    label = zdd.Label(
+        group="*",
+        values={
+            "pause.app.switch": repr(1796238001.25),
+            "analysis.errors.began": "30.0",
+            "phase": "deploying",
+        },
+    )
+    text = TextReporter(io.StringIO(), color=False)
+    text.action_started(12.0, label)
+    line = text.stream.getvalue()  # type: ignore[attr-defined]
+    assert "pause.app.switch=2026-12-02T" in line and "1796238001" not in line
+    assert "analysis.errors.began=30.0" in line and "phase=deploying" in line
+    lines = zdd.reporters.JsonLinesReporter(io.StringIO())
+    lines.action_started(12.0, label)
+    assert "1796238001.25" in lines.stream.getvalue()  # type: ignore[attr-defined]

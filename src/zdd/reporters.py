@@ -7,14 +7,18 @@ gets ``elapsed``: seconds since the deployment began, on the executor's clock
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+import attrs
+
 from ._hooks import Reporter
-from ._plan import Action, redact_command
+from ._plan import Action, Label, redact_command
 
 if TYPE_CHECKING:
     from ._analysis import Measurement
@@ -38,7 +42,26 @@ def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
         return False
 
 
+def _is_clock_key(key: str) -> bool:
+    """Record keys whose value is a time on the executor's clock (a float)."""
+    return key.startswith("pause.") or (key.startswith("analysis.") and key.endswith(".began"))
+
+
+def _clock_text(value: str) -> str:
+    """A wall-clock time (after 2001) as UTC ISO 8601; a virtual one as it is."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(seconds) or not 1e9 <= seconds < 1e11:
+        return value
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _describe(action: Action) -> str:
+    if isinstance(action, Label) and any(_is_clock_key(k) for k in action.values):
+        shown = {k: _clock_text(v) if _is_clock_key(k) else v for k, v in action.values.items()}
+        action = attrs.evolve(action, values=shown)
     text = action.describe()
     return f"{action.kind} {text}".strip()
 
