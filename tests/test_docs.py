@@ -422,18 +422,7 @@ def run_python(example: PythonExample) -> tuple[int, list[str]]:
 
 def update_output(example: PythonExample, merged: Sequence[str]) -> bool:
     """Re-paste a Python example's output block; whether anything changed."""
-    output = example.output
-    if output is None:
-        return False
-    lines = output.path.read_text(encoding="utf-8").split("\n")
-    start, end = output.line, output.line + len(output.body)
-    if tuple(lines[start:end]) != output.body:
-        raise RuntimeError(f"{output.name} changed on disk while it ran")
-    if tuple(merged) == output.body:
-        return False
-    lines[start:end] = merged
-    output.path.write_text("\n".join(lines), encoding="utf-8")
-    return True
+    return example.output is not None and _replace_body(example.output, merged)
 
 
 def _fresh_python(example: PythonExample) -> PythonExample:
@@ -502,17 +491,22 @@ def failure_report(block: Block, outcomes: Sequence[Outcome]) -> str:
 
 def update_block(block: Block, outcomes: Sequence[Outcome]) -> bool:
     """Rewrite the block's outputs in its file; whether anything changed."""
-    lines = block.path.read_text(encoding="utf-8").split("\n")
-    start = block.line  # index of the first body line
-    end = start + len(block.body)
-    if tuple(lines[start:end]) != block.body:
-        raise RuntimeError(f"{block.name} changed on disk while it ran")
     body: list[str] = []
     for o in outcomes:
         body.append(f"$ {o.command.text}")
         body.extend(o.merged)
         if o.code_unshown:
             body.extend(["$ echo $?", str(o.code)])
+    return _replace_body(block, body)
+
+
+def _replace_body(block: Block, body: Sequence[str]) -> bool:
+    """Put ``body`` in place of the block's body in its file; whether anything changed."""
+    lines = block.path.read_text(encoding="utf-8").split("\n")
+    start = block.line  # index of the first body line
+    end = start + len(block.body)
+    if tuple(lines[start:end]) != block.body:
+        raise RuntimeError(f"{block.name} changed on disk while it ran")
     if tuple(body) == block.body:
         return False
     lines[start:end] = body
@@ -674,7 +668,7 @@ def _main(argv: Sequence[str]) -> int:
         if example.code.skip is not None or example.needs_haproxy or example.output is None:
             continue
         example = _fresh_python(example)
-        before = example.output.body if example.output is not None else ()
+        before = example.code.path.read_text(encoding="utf-8")
         try:
             problem = check_python(example, update=True)
         except CannotRun as exc:
@@ -682,7 +676,7 @@ def _main(argv: Sequence[str]) -> int:
         if problem is not None:
             print(problem, file=sys.stderr)
             failed += 1
-        elif _fresh_python(example).output != attrs.evolve(example.output, body=before):
+        elif example.code.path.read_text(encoding="utf-8") != before:
             print(f"updated {example.name}")
             changed += 1
     print(
